@@ -1,0 +1,57 @@
+"""The registry of covariance-structure names known to the formula language.
+
+The parser recognises these names wherever a structure may appear
+(the residual term, the group side of a bar, around a random term).  Each
+entry records the arity the formula must respect, so that ``fa(x)`` without
+``k`` is a syntax error no matter where it is written.  Which structures the
+engine can estimate is a separate question answered by
+:mod:`lmmformula.covariance`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["StructureSpec", "STRUCTURES", "is_structure_name"]
+
+
+@dataclass(frozen=True)
+class StructureSpec:
+    """How a structure call is written.
+
+    Parameters
+    ----------
+    name : str
+        Reserved function name in formulas.
+    min_args, max_args : int
+        Number of positional arguments, counting the variable (or the random
+        term ``expr | group``) as the first.
+    meaning : str
+        One-line description used in error messages and documentation.
+    """
+
+    name: str
+    min_args: int
+    max_args: int
+    meaning: str
+
+
+STRUCTURES: dict[str, StructureSpec] = {
+    s.name: s
+    for s in (
+        StructureSpec("id", 1, 1, "identity (independent, one variance)"),
+        StructureSpec("diag", 1, 1, "heterogeneous variances, one per level"),
+        StructureSpec("cs", 1, 1, "compound symmetry (uniform correlation)"),
+        StructureSpec("ar1", 1, 1, "first-order autoregressive correlation"),
+        StructureSpec("toep", 1, 2, "Toeplitz correlation, all bands or the first q"),
+        StructureSpec("ma", 2, 2, "moving-average banded correlation of order q"),
+        StructureSpec("us", 1, 1, "unstructured covariance"),
+        StructureSpec("fa", 2, 2, "factor analytic covariance with k factors"),
+        StructureSpec("vm", 2, 2, "known relationship matrix passed in `matrices`"),
+    )
+}
+
+
+def is_structure_name(name: str) -> bool:
+    """Return True when ``name`` is a reserved structure function."""
+    return name in STRUCTURES
