@@ -1,0 +1,102 @@
+"""Covariance of the effects within one level of a random term.
+
+A term with ``m`` columns has effects ``u_l ~ N(0, Sigma)`` for each level
+``l``, independent across levels, so ``G_k = I_L (x) Sigma``.  The engine
+works with the relative Cholesky factor ``Sigma / sigma^2 = Lk Lk'`` whose
+lower-triangular entries are the parameters ``theta`` (lme4's
+parameterisation, Bates et al. 2015, eq. 5); diagonal entries are bounded
+below by 0, so a variance may reach 0 (a singular fit) without failing.
+
+``|`` gives an unstructured ``Sigma`` (m(m+1)/2 parameters); ``||`` gives a
+diagonal one (m parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BlockCovariance"]
+
+
+@dataclass(frozen=True)
+class BlockCovariance:
+    """Parameterisation of one term's ``m x m`` covariance.
+
+    Attributes
+    ----------
+    columns : tuple of str
+        Effect names (``"(Intercept)"``, ``"Days"``).
+    correlated : bool
+        Unstructured when True, diagonal when False.
+    """
+
+    columns: tuple[str, ...]
+    correlated: bool = True
+
+    @property
+    def m(self) -> int:
+        return len(self.columns)
+
+    @property
+    def theta_positions(self) -> tuple[tuple[int, int], ...]:
+        """``(row, col)`` of each theta entry in ``Lk``, column-major lower triangle (lme4's order)."""
+        if not self.correlated:
+            return tuple((a, a) for a in range(self.m))
+        return tuple((r, c) for c in range(self.m) for r in range(c, self.m))
+
+    @property
+    def n_theta(self) -> int:
+        return len(self.theta_positions)
+
+    @property
+    def lower_bounds(self) -> np.ndarray:
+        """0 for diagonal entries of ``Lk``, -inf for off-diagonal ones."""
+        return np.array([0.0 if r == c else -np.inf for r, c in self.theta_positions])
+
+    def initial_theta(self) -> np.ndarray:
+        """Identity relative covariance (lme4's starting value)."""
+        return np.array([1.0 if r == c else 0.0 for r, c in self.theta_positions])
+
+    def factor(self, theta: np.ndarray) -> np.ndarray:
+        """``Lk`` from ``theta``."""
+        L = np.zeros((self.m, self.m))
+        for value, (r, c) in zip(theta, self.theta_positions):
+            L[r, c] = value
+        return L
+
+    def theta_from_relative(self, sigma_rel: np.ndarray) -> np.ndarray:
+        """``theta`` with ``Lk Lk' = sigma_rel`` (nearest PSD matrix when it is not PD)."""
+        S = 0.5 * (sigma_rel + sigma_rel.T)
+        if not self.correlated:
+            return np.sqrt(np.clip(np.diag(S), 0.0, None))
+        w, V = np.linalg.eigh(S)
+        w = np.clip(w, 0.0, None)
+        S = (V * w) @ V.T
+        jitter = 1e-12 * max(1.0, float(np.max(np.diag(S))))
+        try:
+            L = np.linalg.cholesky(S + jitter * np.eye(self.m))
+        except np.linalg.LinAlgError:
+            L = np.diag(np.sqrt(np.clip(np.diag(S), 0.0, None)))
+        return np.array([L[r, c] for r, c in self.theta_positions])
+
+    @property
+    def parameters(self) -> tuple[tuple[int, int], ...]:
+        """Covariance entries reported as parameters: variances first, then covariances."""
+        diag = tuple((a, a) for a in range(self.m))
+        if not self.correlated:
+            return diag
+        return diag + tuple((a, b) for b in range(self.m) for a in range(b + 1, self.m))
+
+    def parameter_names(self) -> tuple[str, ...]:
+        """``variance`` for a scalar term, else ``var(x)`` and ``cov(x,z)``."""
+        if self.m == 1:
+            return ("variance",)
+        names = []
+        for a, b in self.parameters:
+            if a == b:
+                names.append(f"var({self.columns[a]})")
+            else:
+                names.append(f"cov({self.columns[b]},{self.columns[a]})")
+        return tuple(names)

@@ -1,0 +1,145 @@
+"""The fixed-effect design X and the response y, through formulaic.
+
+Treatment contrasts with the first sorted level as reference (formulaic's and
+R's default).  Columns that are linearly dependent on earlier columns are
+dropped and named in a :class:`RankDeficiencyWarning`, as lme4 does.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from formulaic import Formula, ModelSpec
+
+from ..errors import DataError, FormulaSyntaxError, RankDeficiencyWarning
+
+__all__ = ["FixedDesign", "build_fixed", "r_style_name"]
+
+_TREATMENT = re.compile(r"\[T\.([^\]]*)\]")
+_FULL = re.compile(r"\[([^\]]*)\]")
+
+
+def r_style_name(name: str) -> str:
+    """Translate a formulaic column name to R's convention.
+
+    ``Intercept`` -> ``(Intercept)``, ``Sex[T.Male]`` -> ``SexMale``,
+    ``a[b]`` (full dummy coding) -> ``ab``; other names are unchanged.
+    """
+    if name == "Intercept":
+        return "(Intercept)"
+    parts = []
+    for piece in name.split(":"):
+        piece = _TREATMENT.sub(lambda m: m.group(1), piece)
+        piece = _FULL.sub(lambda m: m.group(1), piece)
+        parts.append(piece)
+    return ":".join(parts)
+
+
+@dataclass(frozen=True)
+class FixedDesign:
+    """Response and fixed-effect design.
+
+    Attributes
+    ----------
+    y : ndarray, shape (n,)
+    X : ndarray, shape (n, p)
+        Full-rank design (aliased columns removed).
+    names : tuple of str
+        Column names of ``X`` in R's convention.
+    spec : formulaic.ModelSpec
+        The right-hand-side spec, kept to build X for new data.
+    kept : ndarray of int
+        Positions of the kept columns in the spec's full column list.
+    dropped : tuple of str
+        Names of aliased columns that were dropped.
+    response : str
+    """
+
+    y: np.ndarray
+    X: np.ndarray
+    names: tuple[str, ...]
+    spec: ModelSpec
+    kept: np.ndarray
+    dropped: tuple[str, ...]
+    response: str
+
+
+def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) -> FixedDesign:
+    """Build ``y`` and ``X`` for ``response ~ fixed`` on the complete cases.
+
+    Raises
+    ------
+    DataError
+        Non-numeric or constant response, or a transform producing missing values.
+    """
+    try:
+        mm = Formula(f"{response} ~ {fixed}").get_model_matrix(frame, na_action="raise")
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "missing" in msg.lower() or "nan" in msg.lower():
+            raise DataError(
+                f"evaluating the fixed part '{response} ~ {fixed}' produced missing values ({msg}); "
+                "check transforms such as log() of non-positive values"
+            ) from None
+        raise FormulaSyntaxError(f"formulaic cannot build the fixed part '{fixed}': {msg}", formula) from None
+    lhs, rhs = mm.lhs, mm.rhs
+    raw = frame[response] if response in frame.columns else None
+    numeric = raw is None or (pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw))
+    if lhs.shape[1] != 1 or not numeric:
+        got = raw.dtype if raw is not None else f"{lhs.shape[1]} columns"
+        raise DataError(
+            f"the response '{response}' must be one numeric column, got {got}; "
+            "convert it with pd.to_numeric or choose a numeric response"
+        )
+    y = np.asarray(lhs, dtype=float).ravel()
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"the response '{response}' has non-finite values after transformation")
+    if np.ptp(y) == 0:
+        raise DataError(f"the response '{response}' is constant ({y[0]!r}); a variance cannot be estimated")
+    X = np.asarray(rhs, dtype=float)
+    full_names = [str(c) for c in rhs.columns]
+    kept = _independent_columns(X)
+    dropped = tuple(r_style_name(full_names[j]) for j in range(X.shape[1]) if j not in set(kept))
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient; dropping {len(dropped)} aliased column(s): "
+            + ", ".join(dropped),
+            RankDeficiencyWarning,
+            stacklevel=3,
+        )
+    return FixedDesign(
+        y=y,
+        X=np.ascontiguousarray(X[:, kept]),
+        names=tuple(r_style_name(full_names[j]) for j in kept),
+        spec=rhs.model_spec,
+        kept=np.asarray(kept, dtype=int),
+        dropped=dropped,
+        response=response,
+    )
+
+
+def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> list[int]:
+    """Keep each column that is not in the span of the columns kept before it.
+
+    A column is aliased when its distance from the span of the earlier kept
+    columns, relative to its norm, is below ``tol`` (so, as in lme4, the later
+    of two aliased columns is the one dropped).
+    """
+    kept: list[int] = []
+    q = np.zeros((X.shape[0], 0))
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        norm = np.linalg.norm(col)
+        if norm == 0:
+            continue
+        resid = col - q @ (q.T @ col)
+        resid = resid - q @ (q.T @ resid)  # re-orthogonalise once (Gram-Schmidt twice is enough)
+        r = np.linalg.norm(resid)
+        if r > tol * norm:
+            kept.append(j)
+            q = np.column_stack([q, resid / r])
+    return kept

@@ -1,0 +1,167 @@
+"""Random-effect design blocks: grouping factors as integer codes, Z as scipy.sparse.
+
+For a term ``(expr | g)`` with ``m`` columns in the model matrix of ``expr``
+and ``L`` observed levels of ``g``, the block ``Z_k`` is ``n x (L*m)`` with
+columns ordered level-major (level 0's ``m`` effects, then level 1's, ...),
+as in lme4: ``Z_k[i, g_i*m + j] = X_k[i, j]``.  Every (row, level, column)
+triple is stored even when the value is zero, so the sparsity pattern is
+structural and does not change with the data values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from formulaic import Formula
+
+from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError
+from ..formula.terms import RandomTerm
+from .fixed import r_style_name
+
+__all__ = ["GroupingFactor", "RandomBlock", "grouping_factor", "build_random"]
+
+
+@dataclass(frozen=True)
+class GroupingFactor:
+    """Integer codes of a (possibly interacted) grouping factor.
+
+    Attributes
+    ----------
+    name : str
+        The grouping as written, e.g. ``"batch:cask"``.
+    codes : ndarray of int, shape (n,)
+    levels : tuple of str
+        Observed levels in sorted order; interaction levels are joined by ``:``.
+    """
+
+    name: str
+    codes: np.ndarray
+    levels: tuple[str, ...]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+
+@dataclass(frozen=True)
+class RandomBlock:
+    """One random term's design.
+
+    Attributes
+    ----------
+    name : str
+        Unique term name (``"Subject"``; a repeated grouping gets ``".1"``).
+    factor : GroupingFactor
+    columns : tuple of str
+        Names of the term's effects, e.g. ``("(Intercept)", "Days")``.
+    X : ndarray, shape (n, m)
+        The term's model matrix (left side of the bar).
+    Z : scipy.sparse.csc_matrix, shape (n, L*m)
+    correlated : bool
+        False for ``||``: the effects' covariance is diagonal.
+    """
+
+    name: str
+    factor: GroupingFactor
+    columns: tuple[str, ...]
+    X: np.ndarray
+    Z: sp.csc_matrix
+    correlated: bool
+
+    @property
+    def n_columns(self) -> int:
+        return len(self.columns)
+
+    @property
+    def n_levels(self) -> int:
+        return self.factor.n_levels
+
+
+def _codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        col = col.cat.remove_unused_categories()
+    codes, uniques = pd.factorize(col, sort=True)
+    return codes.astype(np.int64), [str(u) for u in uniques]
+
+
+def grouping_factor(frame: pd.DataFrame, variables: tuple[str, ...], name: str) -> GroupingFactor:
+    """Integer codes of the interaction of ``variables`` (observed combinations only)."""
+    per = [_codes(frame[v]) for v in variables]
+    if len(per) == 1:
+        codes, labels = per[0]
+        return GroupingFactor(name=name, codes=codes, levels=tuple(labels))
+    stacked = np.column_stack([c for c, _ in per])
+    combos, codes = np.unique(stacked, axis=0, return_inverse=True)
+    labels = tuple(":".join(per[k][1][combo[k]] for k in range(len(per))) for combo in combos)
+    return GroupingFactor(name=name, codes=codes.ravel().astype(np.int64), levels=labels)
+
+
+def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: str) -> tuple[RandomBlock, ...]:
+    """Build the design block of every random term.
+
+    Raises
+    ------
+    ModelSpecificationError
+        For covariance structures on random terms (not estimable in this version).
+    DataError
+        A grouping factor with fewer than two levels, or with as many levels as observations.
+    """
+    blocks: list[RandomBlock] = []
+    seen: dict[str, int] = {}
+    n = frame.shape[0]
+    for term in terms:
+        structured = term.structure or next((p.structure for p in term.group if p.structure), None)
+        if structured is not None:
+            raise ModelSpecificationError(
+                f"the covariance structure '{structured.text}' is part of the formula language, but this "
+                "version estimates only unstructured ('|') and diagonal ('||') random terms; "
+                "remove the structure or wait for structured terms (issue #3)"
+            )
+        group_name = term.group_name
+        count = seen.get(group_name, 0)
+        seen[group_name] = count + 1
+        name = group_name if count == 0 else f"{group_name}.{count}"
+        factor = grouping_factor(frame, tuple(p.variable for p in term.group), group_name)
+        if factor.n_levels < 2:
+            raise DataError(
+                f"grouping factor '{group_name}' in '({term.expr} | {group_name})' has {factor.n_levels} level; "
+                "a random effect needs at least 2. Drop the term or check the data"
+            )
+        Xk, columns = _term_matrix(frame, term, formula)
+        if factor.n_levels >= n:
+            raise DataError(
+                f"grouping factor '{group_name}' has {factor.n_levels} levels for {n} observations, so its "
+                "random effect cannot be separated from the residual; drop the term or use a grouping "
+                "with repeated observations"
+            )
+        m = Xk.shape[1]
+        rows = np.repeat(np.arange(n), m)
+        cols = (factor.codes[:, None] * m + np.arange(m)[None, :]).ravel()
+        Z = sp.csc_matrix((Xk.ravel(), (rows, cols)), shape=(n, factor.n_levels * m))
+        Z.sort_indices()
+        blocks.append(RandomBlock(name=name, factor=factor, columns=columns, X=Xk, Z=Z,
+                                  correlated=term.correlated))
+    return tuple(blocks)
+
+
+def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    try:
+        mm = Formula(term.expr).get_model_matrix(frame, na_action="raise")
+    except Exception as exc:
+        raise FormulaSyntaxError(
+            f"formulaic cannot build the random term's left side '{term.expr}': {str(exc).splitlines()[0]}",
+            formula,
+            term.position,
+        ) from None
+    Xk = np.asarray(mm, dtype=float)
+    if Xk.shape[1] == 0:
+        raise FormulaSyntaxError(
+            f"the random term '({term.expr} | {term.group_name})' has no columns; "
+            "write '(1 | g)' for an intercept",
+            formula,
+            term.position,
+        )
+    return np.ascontiguousarray(Xk), tuple(r_style_name(str(c)) for c in mm.columns)

@@ -1,0 +1,93 @@
+"""Cholesky-type factorizations of the random-effect block of the MME, behind one interface.
+
+``SparseFactor`` uses qdldl (LDL' with AMD ordering): the symbolic analysis is
+done once, each later call only refactors numerically (``update``).
+``DenseFactor`` uses LAPACK and is chosen when the block is small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import qdldl
+import scipy.linalg
+import scipy.sparse as sp
+
+from .selinv import takahashi
+
+__all__ = ["SparseFactor", "DenseFactor", "NotPositiveDefinite", "make_factor"]
+
+
+class NotPositiveDefinite(ArithmeticError):
+    """The matrix handed to a factorization is not numerically positive definite."""
+
+
+class SparseFactor:
+    """qdldl factorization of a symmetric positive definite matrix with a fixed pattern."""
+
+    def __init__(self, A: sp.csc_matrix):
+        self.n = A.shape[0]
+        self._solver = qdldl.Solver(A)
+        self._factors = None
+
+    def refactor(self, A: sp.csc_matrix) -> None:
+        """New values, same pattern: numeric refactorization only."""
+        self._solver.update(A)
+        self._factors = None
+
+    def _get(self):
+        if self._factors is None:
+            L, d, p = self._solver.factors()
+            if not np.all(d > 0):
+                raise NotPositiveDefinite("matrix is not positive definite")
+            self._factors = (L, d, p)
+        return self._factors
+
+    def logdet(self) -> float:
+        """log-determinant, sum of log d."""
+        return float(np.sum(np.log(self._get()[1])))
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """Solve ``A x = b`` for a vector or each column of a matrix."""
+        b = np.asarray(b, dtype=float)
+        if b.ndim == 1:
+            return self._solver.solve(b)
+        out = np.empty_like(b)
+        for j in range(b.shape[1]):
+            out[:, j] = self._solver.solve(np.ascontiguousarray(b[:, j]))
+        return out
+
+    def selected_inverse(self) -> sp.csc_matrix:
+        """``A^{-1}`` on the pattern of the factor (Takahashi), original ordering."""
+        L, d, p = self._get()
+        return takahashi(L, d, p)
+
+
+class DenseFactor:
+    """LAPACK Cholesky for small matrices; the 'selected' inverse is the full inverse."""
+
+    def __init__(self, A: sp.spmatrix | np.ndarray):
+        self.n = A.shape[0]
+        self.refactor(A)
+
+    def refactor(self, A) -> None:
+        dense = A.toarray() if sp.issparse(A) else np.asarray(A, dtype=float)
+        try:
+            self._cho = scipy.linalg.cho_factor(dense, lower=True, check_finite=True)
+        except (np.linalg.LinAlgError, ValueError):
+            raise NotPositiveDefinite("matrix is not positive definite") from None
+
+    def logdet(self) -> float:
+        return float(2.0 * np.sum(np.log(np.diag(self._cho[0]))))
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        return scipy.linalg.cho_solve(self._cho, np.asarray(b, dtype=float))
+
+    def selected_inverse(self) -> np.ndarray:
+        return scipy.linalg.cho_solve(self._cho, np.eye(self.n))
+
+
+def make_factor(A: sp.csc_matrix, dense_below: int = 400):
+    """Choose the dense path for small blocks, the sparse one otherwise."""
+    if A.shape[0] <= dense_below:
+        return DenseFactor(A)
+    return SparseFactor(A)

@@ -1,0 +1,326 @@
+"""Henderson's mixed model equations in scaled form, and the REML/ML objective.
+
+With ``V = sigma^2 (Z Lam Lam' Z' + I)`` (``G = sigma^2 Lam Lam'``, ``R = sigma^2 I``)
+and ``u = Lam v``, Henderson's MME
+
+    [X'R^-1X  X'R^-1Z       ] [b]   [X'R^-1y]
+    [Z'R^-1X  Z'R^-1Z + G^-1] [u] = [Z'R^-1y]
+
+become, after multiplying the second block row and column by ``Lam``,
+
+    C* = [X'X       X'Z Lam         ]
+         [Lam'Z'X   Lam'Z'Z Lam + I ],
+
+which stays non-singular when a variance is 0 (``Lam`` singular).  The
+random block ``Cvv = Lam'Z'Z Lam + I`` is factored sparsely (fixed pattern,
+numeric refactorization only); the fixed block is eliminated through the
+dense ``p x p`` Schur complement ``Sb = X'X - X'Z Lam Cvv^-1 Lam'Z'X``.
+
+Objective (profiled over sigma^2, lme4's constants; Bates et al. 2015 eqs. 34, 41):
+
+    REML: -2 l = log|Cvv| + log|Sb| + (n-p) [1 + log(2 pi r2 / (n-p))]
+    ML:   -2 l = log|Cvv|           +  n    [1 + log(2 pi r2 / n)]
+
+with ``r2 = |y - Xb - Z Lam v|^2 + |v|^2`` (penalised residual sum of squares).
+These equal ``log|C| + log|R| + log|G| + y'Py`` of the unscaled equations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from ..covariance import BlockCovariance
+from ..design import RandomBlock
+from .factor import make_factor
+from .selinv import column_dots
+
+__all__ = ["MixedModelEquations", "Evaluation", "Derivatives"]
+
+LOG2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything known at one value of theta (no derivatives)."""
+
+    theta: np.ndarray
+    deviance: float          # -2 log-likelihood (REML or ML), profiled over sigma^2
+    sigma2: float
+    beta: np.ndarray
+    v: np.ndarray            # spherical random effects, u = Lam v
+    u: np.ndarray
+    resid: np.ndarray        # y - X b - Z u
+    pwrss: float
+    logdet_vv: float
+    logdet_schur: float
+    schur_chol: np.ndarray   # lower Cholesky factor of Sb (p x p)
+    B: np.ndarray            # Cvv^-1 Lam'Z'X  (q x p)
+
+
+@dataclass(frozen=True)
+class Derivatives:
+    """Score and average information with respect to theta, profiled over sigma^2."""
+
+    gradient: np.ndarray     # d deviance / d theta
+    ai: np.ndarray           # average information (log-likelihood scale), Schur complement over sigma^2
+    selected_inverse: object  # Cvv^-1 on the pattern of its factor (sparse) or in full (dense)
+    em_theta: np.ndarray     # theta after one EM step from this point
+
+
+class MixedModelEquations:
+    """Fixed-pattern assembly and solution of the scaled MME for one model.
+
+    Parameters
+    ----------
+    y : ndarray (n,)
+    X : ndarray (n, p)
+    blocks : sequence of RandomBlock
+    covariances : sequence of BlockCovariance, one per block
+    reml : bool
+    dense_below : int
+        Random blocks with at most this many columns use dense LAPACK.
+    """
+
+    def __init__(self, y, X, blocks: tuple[RandomBlock, ...], covariances: tuple[BlockCovariance, ...],
+                 *, reml: bool = True, dense_below: int = 400):
+        self.y = np.asarray(y, dtype=float)
+        self.X = np.asarray(X, dtype=float)
+        self.n, self.p = self.X.shape
+        self.blocks = tuple(blocks)
+        self.covariances = tuple(covariances)
+        self.reml = reml
+        self.Z = sp.hstack([b.Z for b in blocks], format="csc") if blocks else sp.csc_matrix((self.n, 0))
+        self.q = self.Z.shape[1]
+        self.offsets = np.cumsum([0] + [b.Z.shape[1] for b in blocks])
+        self.theta_offsets = np.cumsum([0] + [c.n_theta for c in covariances])
+        self.n_theta = int(self.theta_offsets[-1])
+        self.lower = np.concatenate([c.lower_bounds for c in covariances]) if covariances else np.zeros(0)
+        self._build_lambda_map()
+        self.ZtZ = self._structural(self.Z.T @ self.Z, self._pattern(self.Z).T @ self._pattern(self.Z))
+        self.ZtX = np.asarray(self.Z.T @ self.X)
+        self.Zty = np.asarray(self.Z.T @ self.y).ravel()
+        self.XtX = self.X.T @ self.X
+        self.Xty = self.X.T @ self.y
+        lam_s = self._pattern(self._lambda_pattern)
+        cpat = (lam_s.T @ self._pattern(self.ZtZ) @ lam_s + sp.identity(self.q, format="csc")).tocsc()
+        cpat.sort_indices()
+        self._cvv_pattern = cpat
+        self._cvv_keys = self._keys(cpat)
+        self._factor = None
+        self._dense_below = dense_below
+        self._pairs = self._theta_pairs()
+
+    # ---- fixed patterns -------------------------------------------------------------------
+    @staticmethod
+    def _pattern(M: sp.spmatrix) -> sp.csc_matrix:
+        P = sp.csc_matrix(M, copy=True)
+        P.data = np.ones_like(P.data)
+        return P
+
+    @staticmethod
+    def _keys(M: sp.csc_matrix) -> np.ndarray:
+        cols = np.repeat(np.arange(M.shape[1], dtype=np.int64), np.diff(M.indptr))
+        return cols * M.shape[0] + M.indices.astype(np.int64)
+
+    def _scatter(self, M: sp.spmatrix, pattern: sp.csc_matrix, keys: np.ndarray) -> sp.csc_matrix:
+        """Values of ``M`` placed on the fixed ``pattern`` (entries of M outside it must be absent)."""
+        M = sp.csc_matrix(M)
+        M.sum_duplicates()
+        M.sort_indices()
+        pos = np.searchsorted(keys, self._keys(M))
+        out = pattern.copy()
+        out.data = np.zeros(pattern.nnz)
+        out.data[pos] = M.data
+        return out
+
+    def _structural(self, values: sp.spmatrix, pattern: sp.spmatrix) -> sp.csc_matrix:
+        pattern = sp.csc_matrix(pattern)
+        pattern.sort_indices()
+        return self._scatter(values, pattern, self._keys(pattern))
+
+    def _build_lambda_map(self) -> None:
+        rows, cols, tidx = [], [], []
+        for k, (blk, cov) in enumerate(zip(self.blocks, self.covariances)):
+            m, L, off = cov.m, blk.n_levels, self.offsets[k]
+            for t, (r, c) in enumerate(cov.theta_positions):
+                base = off + np.arange(L) * m
+                rows.append(base + r)
+                cols.append(base + c)
+                tidx.append(np.full(L, self.theta_offsets[k] + t))
+        if rows:
+            r, c, t = (np.concatenate(a) for a in (rows, cols, tidx))
+        else:
+            r = c = t = np.zeros(0, dtype=np.int64)
+        coo = sp.csc_matrix((np.arange(1, r.size + 1, dtype=float), (r, c)), shape=(self.q, self.q))
+        coo.sort_indices()
+        order = coo.data.astype(np.int64) - 1
+        self._lambda_pattern = coo
+        self._lambda_theta_index = t[order]
+
+    def lam(self, theta: np.ndarray) -> sp.csc_matrix:
+        """``Lam`` (block diagonal, ``I_L (x) Lk`` per term) at ``theta``."""
+        out = self._lambda_pattern.copy()
+        out.data = np.asarray(theta, dtype=float)[self._lambda_theta_index]
+        return out
+
+    def _theta_pairs(self):
+        """For each theta_i = Lk[r, s]: indices (x, y) = ((l, s), (l, r)) over the levels l."""
+        pairs = []
+        for k, (blk, cov) in enumerate(zip(self.blocks, self.covariances)):
+            base = self.offsets[k] + np.arange(blk.n_levels) * cov.m
+            for r, s in cov.theta_positions:
+                pairs.append((base + s, base + r))
+        return pairs
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def cvv(self, theta: np.ndarray) -> sp.csc_matrix:
+        """``Lam'Z'Z Lam + I`` on its fixed pattern."""
+        lam = self.lam(theta)
+        M = (lam.T @ self.ZtZ @ lam + sp.identity(self.q, format="csc"))
+        return self._scatter(M, self._cvv_pattern, self._cvv_keys)
+
+    def factorize(self, theta: np.ndarray):
+        A = self.cvv(theta)
+        if self._factor is None:
+            self._factor = make_factor(A, self._dense_below)
+        else:
+            self._factor.refactor(A)
+        return self._factor
+
+    def evaluate(self, theta: np.ndarray) -> Evaluation:
+        """Solve the MME and compute the profiled objective at ``theta`` (eq. in module docstring)."""
+        theta = np.asarray(theta, dtype=float)
+        lam = self.lam(theta)
+        fac = self.factorize(theta)
+        CvB = np.asarray(lam.T @ self.ZtX)
+        rhs_v = lam.T @ self.Zty
+        cv = fac.solve(rhs_v)
+        B = fac.solve(CvB) if self.p else np.zeros((self.q, 0))
+        schur = self.XtX - CvB.T @ B
+        if self.p:
+            chol = scipy.linalg.cholesky(schur, lower=True)
+            beta = scipy.linalg.cho_solve((chol, True), self.Xty - B.T @ rhs_v)
+            logdet_schur = float(2.0 * np.sum(np.log(np.diag(chol))))
+        else:
+            chol, beta, logdet_schur = np.zeros((0, 0)), np.zeros(0), 0.0
+        v = cv - B @ beta
+        u = lam @ v
+        resid = self.y - self.X @ beta - self.Z @ u
+        pwrss = float(resid @ resid + v @ v)
+        logdet_vv = fac.logdet()
+        dof = self.n - self.p if self.reml else self.n
+        sigma2 = pwrss / dof
+        dev = logdet_vv + (logdet_schur if self.reml else 0.0) + dof * (1.0 + LOG2PI + np.log(sigma2))
+        return Evaluation(theta=theta, deviance=float(dev), sigma2=sigma2, beta=beta, v=v, u=u, resid=resid,
+                          pwrss=pwrss, logdet_vv=logdet_vv, logdet_schur=logdet_schur, schur_chol=chol, B=B)
+
+    def deviance_at(self, theta: np.ndarray, sigma2: float) -> float:
+        """-2 log-likelihood at ``theta`` and a given (not profiled) ``sigma^2``."""
+        ev = self.evaluate(theta)
+        dof = self.n - self.p if self.reml else self.n
+        extra = ev.logdet_schur if self.reml else 0.0
+        return float(ev.logdet_vv + extra + dof * (LOG2PI + np.log(sigma2)) + ev.pwrss / sigma2)
+
+    # ---- projections used by the derivatives --------------------------------------------------
+    def project(self, ev: Evaluation, Q: np.ndarray) -> np.ndarray:
+        """``P~ Q`` (REML) or ``V~^-1 Q`` (ML) for the columns of ``Q`` (n x k), with ``P~ = sigma^2 P``.
+
+        Uses ``P~ q = q - X b_q - Z Lam v_q`` where ``(b_q, v_q)`` solve the scaled MME with
+        right-hand side ``[X'q; Lam'Z'q]``.
+        """
+        lam = self.lam(ev.theta)
+        rv = lam.T @ (self.Z.T @ Q)
+        cv = self._factor.solve(rv)
+        if self.reml and self.p:
+            rb = self.X.T @ Q - ev.B.T @ rv
+            bq = scipy.linalg.cho_solve((ev.schur_chol, True), rb)
+            vq = cv - ev.B @ bq
+            return Q - self.X @ bq - self.Z @ (lam @ vq)
+        return Q - self.Z @ (lam @ cv)
+
+    def level_blocks(self, ev: Evaluation, S, k: int, reml: bool | None = None) -> np.ndarray:
+        """``(L, m, m)`` diagonal blocks of the vv-part of ``C*^-1`` for term ``k``.
+
+        With ``reml`` True the fixed effects are absorbed (``Cvv^-1 + B Sb^-1 B'``), otherwise
+        they are taken as known (``Cvv^-1``, lme4's conditional variance).
+        """
+        reml = self.reml if reml is None else reml
+        blk, cov = self.blocks[k], self.covariances[k]
+        m, L = cov.m, blk.n_levels
+        base = self.offsets[k] + np.arange(L) * m
+        idx_r = (base[:, None, None] + np.arange(m)[None, :, None]).repeat(m, axis=2)
+        idx_c = (base[:, None, None] + np.arange(m)[None, None, :]).repeat(m, axis=1)
+        if sp.issparse(S):
+            vals = np.asarray(S[idx_r.ravel(), idx_c.ravel()]).ravel().reshape(L, m, m)
+        else:
+            vals = S[idx_r, idx_c]
+        if reml and self.p:
+            W = scipy.linalg.solve_triangular(ev.schur_chol, ev.B.T, lower=True).T  # B Sb^{-1/2}
+            Wk = W[base[:, None] + np.arange(m)[None, :]]  # (L, m, p)
+            vals = vals + np.einsum("lap,lbp->lab", Wk, Wk)
+        return vals
+
+    # ---- derivatives -----------------------------------------------------------------------
+    def derivatives(self, ev: Evaluation) -> Derivatives:
+        """Gradient of the profiled deviance and the average information in theta.
+
+        For ``theta_i = Lk[r, s]``, ``dV/dtheta_i = sigma^2 Z (Lam_i Lam' + Lam Lam_i') Z'`` and
+
+            tr(P dV_i)  = 2 tr(S_v. W~'Z Lam_i)                          (S = C*^-1, W~ = [X, Z Lam])
+            y'P dV_i Py = (2 / sigma^2) (Z'e)' Lam_i v
+            d(-2l)/dtheta_i = tr(P dV_i) - y'P dV_i P y
+
+        (ML: ``S_v.`` is replaced by ``[0, Cvv^-1]``.)  The average information uses the working
+        variates ``q_i = dV_i P y = Z (Lam_i v + Lam Lam_i' Z'e)`` (Gilmour, Thompson & Cullis 1995),
+        ``AI_ij = q_i' P q_j / 2``, with ``sigma^2`` eliminated by a Schur complement.
+        """
+        fac = self._factor
+        S = fac.selected_inverse()
+        theta = ev.theta
+        lam = self.lam(theta)
+        Fv = (lam.T @ self.ZtZ).tocsc()
+        Zte = self.Z.T @ ev.resid
+        use_fixed = self.reml and self.p
+        if use_fixed:
+            W = scipy.linalg.cho_solve((ev.schur_chol, True), ev.B.T).T        # B Sb^-1  (q x p)
+            H = np.asarray((self.ZtZ @ (lam @ ev.B))).T - self.ZtX.T             # B'Fv - Fb  (p x q)
+        grad = np.zeros(self.n_theta)
+        Q = np.zeros((self.n, self.n_theta))
+        for i, (xs, ys) in enumerate(self._pairs):
+            tr = column_dots(S, Fv, xs, ys).sum()
+            if use_fixed:
+                tr += np.einsum("tp,pt->", W[xs], H[:, ys])
+            quad = Zte[ys] @ ev.v[xs]
+            grad[i] = 2.0 * tr - 2.0 * quad / ev.sigma2
+            lam_i_v = np.zeros(self.q)
+            lam_i_v[ys] = ev.v[xs]
+            lam_it_zte = np.zeros(self.q)
+            lam_it_zte[xs] = Zte[ys]
+            Q[:, i] = self.Z @ (lam_i_v + lam @ lam_it_zte)
+        PQ = self.project(ev, Q)
+        eQ = ev.resid @ Q
+        ai = (Q.T @ PQ - np.outer(eQ, eQ) / ev.pwrss) / (2.0 * ev.sigma2)
+        return Derivatives(gradient=grad, ai=0.5 * (ai + ai.T), selected_inverse=S,
+                           em_theta=self._em_theta(ev, S))
+
+    def _em_theta(self, ev: Evaluation, S) -> np.ndarray:
+        """One EM step (the seed's EM-REML generalised to blocks).
+
+        For term k: ``Sigma_new = Lk [ (1/L) sum_l (v_l v_l' + sigma^2 C^vv_ll) ] Lk'``, and
+        ``sigma^2_new = r2 / (n - p)`` (REML; ``r2 / n`` for ML), then ``theta = chol(Sigma_new / sigma^2_new)``.
+        """
+        out = np.empty(self.n_theta)
+        for k, (blk, cov) in enumerate(zip(self.blocks, self.covariances)):
+            t0, t1 = self.theta_offsets[k], self.theta_offsets[k + 1]
+            Lk = cov.factor(ev.theta[t0:t1])
+            m = cov.m
+            vk = ev.v[self.offsets[k]:self.offsets[k + 1]].reshape(blk.n_levels, m)
+            blocks = self.level_blocks(ev, S, k)
+            M = (vk.T @ vk + ev.sigma2 * blocks.sum(axis=0)) / blk.n_levels
+            sigma_new = Lk @ M @ Lk.T
+            out[t0:t1] = cov.theta_from_relative(sigma_new / ev.sigma2)
+        return out
