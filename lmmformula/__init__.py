@@ -1,0 +1,39 @@
+"""lmmformula: linear mixed models from lme4-style formulas, fitted by sparse REML.
+
+>>> import lmmformula as lmf
+>>> fit = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", data).fit()  # doctest: +SKIP
+>>> fit.summary()  # doctest: +SKIP
+"""
+
+from .errors import (
+    BoundaryWarning,
+    ConvergenceWarning,
+    DataError,
+    FormulaSyntaxError,
+    LMMError,
+    LMMWarning,
+    ModelSpecificationError,
+    RankDeficiencyWarning,
+    UnknownColumnError,
+)
+from .formula import parse_formula
+from .model import LMM
+from .results import FitResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LMM",
+    "FitResult",
+    "parse_formula",
+    "LMMError",
+    "FormulaSyntaxError",
+    "UnknownColumnError",
+    "DataError",
+    "ModelSpecificationError",
+    "LMMWarning",
+    "RankDeficiencyWarning",
+    "ConvergenceWarning",
+    "BoundaryWarning",
+    "__version__",
+]

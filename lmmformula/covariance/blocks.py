@@ -90,13 +90,11 @@ class BlockCovariance:
         return diag + tuple((a, b) for b in range(self.m) for a in range(b + 1, self.m))
 
     def parameter_names(self) -> tuple[str, ...]:
-        """``variance`` for a scalar term, else ``var(x)`` and ``cov(x,z)``."""
+        """``variance`` for a scalar term, else ``var(x)`` and ``cov(x,z)`` (``(Intercept)`` -> ``Intercept``)."""
         if self.m == 1:
             return ("variance",)
+        label = [c[1:-1] if c == "(Intercept)" else c for c in self.columns]
         names = []
         for a, b in self.parameters:
-            if a == b:
-                names.append(f"var({self.columns[a]})")
-            else:
-                names.append(f"cov({self.columns[b]},{self.columns[a]})")
+            names.append(f"var({label[a]})" if a == b else f"cov({label[b]},{label[a]})")
         return tuple(names)

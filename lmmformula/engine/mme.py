@@ -324,3 +324,30 @@ class MixedModelEquations:
             sigma_new = Lk @ M @ Lk.T
             out[t0:t1] = cov.theta_from_relative(sigma_new / ev.sigma2)
         return out
+
+
+def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray:
+    """Average information for the covariance parameters on their natural scale.
+
+    Parameters are, per term, the entries of ``Sigma_k`` listed by
+    :attr:`BlockCovariance.parameters`, then the residual variance ``sigma^2``.
+    ``dV/dSigma_k[a,b] = Z_k (I (x) E_ab) Z_k'`` (``E_ab`` symmetric 0/1) and
+    ``dV/dsigma^2 = I``; the working variates are ``q = dV P y`` with ``P y = e / sigma^2``, and
+    ``AI = Q' P Q / 2`` (Gilmour, Thompson & Cullis 1995).  Its inverse estimates the
+    sampling covariance of the estimates (REML: with ``P``; ML: with ``V^-1``).
+    """
+    Zte = mme.Z.T @ ev.resid
+    cols = []
+    for k, (blk, cov) in enumerate(zip(mme.blocks, mme.covariances)):
+        base = mme.offsets[k] + np.arange(blk.n_levels) * cov.m
+        for a, b in cov.parameters:
+            w = np.zeros(mme.q)
+            w[base + a] += Zte[base + b]
+            if a != b:
+                w[base + b] += Zte[base + a]
+            cols.append(mme.Z @ w)
+    cols.append(ev.resid.copy())
+    Q = np.column_stack(cols) / ev.sigma2
+    PQ = mme.project(ev, Q)
+    ai = Q.T @ PQ / (2.0 * ev.sigma2)
+    return 0.5 * (ai + ai.T)

@@ -1,0 +1,154 @@
+"""Variance-parameter estimation: EM-REML first steps, then average-information (AI) Newton steps.
+
+The iteration works on theta (relative Cholesky factors, diagonal >= 0) with
+sigma^2 profiled out.  Each AI step solves ``AI d = s`` (``s`` the score,
+``AI`` the average information of Gilmour, Thompson & Cullis 1995, a
+Fisher-scoring matrix), projects onto the bounds and halves the step until
+the objective improves.  When no halving helps, an EM step (which cannot
+decrease the likelihood) is taken instead.  Parameters on their bound whose
+gradient points outside are held there (an active set); a variance held at 0
+is released when a small positive value improves the objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .factor import NotPositiveDefinite
+from .mme import Evaluation, MixedModelEquations
+
+__all__ = ["IterationRecord", "OptimizerResult", "fit_variance_parameters"]
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """One line of the iteration history."""
+
+    iteration: int
+    algorithm: str      # "EM" or "AI"
+    loglik: float
+    step: float         # step length actually taken (1 = full step)
+    theta: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class OptimizerResult:
+    theta: np.ndarray
+    converged: bool
+    n_iter: int
+    history: tuple[IterationRecord, ...]
+    criterion: float          # final Newton decrement s' AI^-1 s on the free parameters
+    at_boundary: tuple[int, ...] = field(default_factory=tuple)
+    message: str = ""
+
+
+def _solve_psd(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve with a symmetric matrix, discarding directions of (near) zero information."""
+    w, V = np.linalg.eigh(A)
+    keep = w > 1e-10 * max(float(w.max(initial=0.0)), 1e-300)
+    return V[:, keep] @ ((V[:, keep].T @ b) / w[keep])
+
+
+def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, algorithm: str = "AI",
+                            em_steps: int = 2, max_iter: int = 200, tol: float = 1e-8,
+                            verbose: bool = False, printer=print) -> OptimizerResult:
+    """Maximise the (restricted) likelihood over theta.
+
+    Parameters
+    ----------
+    mme : MixedModelEquations
+    theta0 : ndarray
+        Starting value.
+    algorithm : {"AI", "EM"}
+        ``"AI"``: ``em_steps`` EM steps, then AI steps (EM as fallback); ``"EM"``: EM only.
+    em_steps : int
+        EM-REML steps taken before switching to AI.
+    max_iter : int
+    tol : float
+        Convergence when the Newton decrement ``s' AI^-1 s`` (log-likelihood units) of the free
+        parameters and the last change of the log-likelihood are both below ``tol``.
+    verbose : bool
+        Print one line per iteration (log-likelihood, algorithm, step, parameters).
+    """
+    if algorithm not in ("AI", "EM"):
+        raise ValueError(f"algorithm must be 'AI' or 'EM', got {algorithm!r}")
+    if algorithm == "EM":
+        em_steps = max_iter
+    lower = mme.lower
+    theta = np.maximum(np.asarray(theta0, dtype=float), lower)
+    ev = mme.evaluate(theta)
+    history: list[IterationRecord] = []
+    released: set[int] = set()
+    converged, crit, message = False, np.inf, ""
+
+    def log(it, alg, e, step):
+        rec = IterationRecord(it, alg, -0.5 * e.deviance, step, tuple(float(x) for x in e.theta))
+        history.append(rec)
+        if verbose:
+            pars = " ".join(f"{x:.6g}" for x in e.theta)
+            printer(f"iter {it:3d}  {alg}  logL {rec.loglik:.8f}  step {step:.4g}  theta [{pars}]")
+
+    log(0, "start", ev, 0.0)
+    it = 0
+    last_change = np.inf
+    while it < max_iter:
+        it += 1
+        der = mme.derivatives(ev)
+        score = -0.5 * der.gradient
+        at_bound = (theta <= lower) & (score <= 0)
+        free = ~at_bound
+        direction = np.zeros_like(theta)
+        if free.any():
+            direction[free] = _solve_psd(der.ai[np.ix_(free, free)], score[free])
+        crit = float(score[free] @ direction[free]) if free.any() else 0.0
+        if (it > em_steps or algorithm == "EM") and crit < tol and last_change < tol:
+            newly = _release_boundary(mme, ev, at_bound, released)
+            if newly is None:
+                converged = True
+                break
+            ev, theta = newly, newly.theta
+            log(it, "release", ev, 0.0)
+            last_change = np.inf
+            continue
+        new_ev, step, alg = None, 0.0, "AI"
+        if it > em_steps:
+            t = 1.0
+            for _ in range(12):
+                cand = np.maximum(theta + t * direction, lower)
+                try:
+                    trial = mme.evaluate(cand)
+                except NotPositiveDefinite:
+                    trial = None
+                if trial is not None and trial.deviance <= ev.deviance + 1e-12:
+                    new_ev, step = trial, t
+                    break
+                t *= 0.5
+        if new_ev is None:
+            alg = "EM"
+            new_ev, step = mme.evaluate(np.maximum(der.em_theta, lower)), 1.0
+        last_change = abs(ev.deviance - new_ev.deviance) / 2.0
+        ev, theta = new_ev, new_ev.theta
+        log(it, alg, ev, step)
+    else:
+        message = f"stopped after {max_iter} iterations"
+    bounds = tuple(int(i) for i in np.flatnonzero((theta <= lower) & np.isfinite(lower)))
+    return OptimizerResult(theta=theta, converged=converged, n_iter=it, history=tuple(history),
+                           criterion=crit, at_boundary=bounds, message=message)
+
+
+def _release_boundary(mme: MixedModelEquations, ev: Evaluation, at_bound: np.ndarray,
+                      released: set[int]) -> Evaluation | None:
+    """Move a parameter off its bound when a small positive value improves the objective."""
+    for i in np.flatnonzero(at_bound):
+        if i in released:
+            continue
+        released.add(int(i))
+        for delta in (1e-2, 1e-4):
+            cand = ev.theta.copy()
+            cand[i] = mme.lower[i] + delta
+            trial = mme.evaluate(cand)
+            if trial.deviance < ev.deviance - 1e-10:
+                return trial
+    return None

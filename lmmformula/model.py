@@ -1,0 +1,129 @@
+"""``LMM``: formula + data -> design -> fit.  Orchestration only."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .covariance import BlockCovariance
+from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_frame
+from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
+from .errors import ConvergenceWarning, ModelSpecificationError
+from .formula import ParsedFormula, parse_formula
+from .results import FitResult
+
+__all__ = ["LMM"]
+
+
+@dataclass(frozen=True)
+class Design:
+    """Everything the engine needs, built once per model."""
+
+    parsed: ParsedFormula
+    fixed: FixedDesign
+    random: tuple[RandomBlock, ...]
+    n_dropped: int
+
+
+class LMM:
+    """A linear mixed model specified by an lme4-style formula.
+
+    Parameters
+    ----------
+    formula : str
+        ``"y ~ fixed + (expr | group) + ..."``; see the README for the syntax.
+    data : pandas.DataFrame
+        Never modified.  Rows with a missing value in a used column are dropped.
+
+    Examples
+    --------
+    >>> import lmmformula as lmf
+    >>> fit = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", data).fit()  # doctest: +SKIP
+    """
+
+    def __init__(self, formula: str, data, *, matrices: dict | None = None):
+        parsed = parse_formula(formula)
+        if parsed.residual is not None:
+            raise ModelSpecificationError(
+                f"the residual structure '{parsed.residual.text}' is part of the formula language, but this "
+                "version fits only independent residuals (R = sigma^2 I); remove the term (issue #3)"
+            )
+        if not parsed.random:
+            raise ModelSpecificationError(
+                f"'{formula}' has no random term; add one such as '(1 | group)', or use an ordinary "
+                "least-squares routine for a model without random effects"
+            )
+        frame = model_frame(data, parsed)
+        fixed = build_fixed(frame.data, parsed.response, parsed.fixed, formula)
+        random = build_random(frame.data, parsed.random, formula)
+        n_theta = sum(b.n_columns * (b.n_columns + 1) // 2 if b.correlated else b.n_columns for b in random)
+        if fixed.X.shape[1] + n_theta + 1 > fixed.y.size:
+            raise ModelSpecificationError(
+                f"the model has {fixed.X.shape[1]} fixed effects and {n_theta + 1} covariance parameters but "
+                f"only {fixed.y.size} observations; simplify the model"
+            )
+        self.formula = formula
+        self.design = Design(parsed=parsed, fixed=fixed, random=random, n_dropped=frame.n_dropped)
+
+    @classmethod
+    def from_formula(cls, formula: str, data, **kwargs) -> "LMM":
+        """Build a model from a formula and a DataFrame (statsmodels-style constructor)."""
+        return cls(formula, data, **kwargs)
+
+    def fit(self, method: str = "REML", *, algorithm: str = "AI", verbose: bool = False,
+            max_iter: int | None = None, tol: float = 1e-8, start: np.ndarray | None = None) -> FitResult:
+        """Estimate the model.
+
+        Parameters
+        ----------
+        method : {"REML", "ML"}
+        algorithm : {"AI", "EM"}
+            Average-information REML after two EM steps (default), or EM only.
+        verbose : bool
+            Print one line per iteration (log-likelihood, algorithm, step, parameters).
+        max_iter : int, optional
+            Defaults to 200 for AI and 20000 for EM.
+        tol : float
+            Convergence tolerance on the Newton decrement and on the log-likelihood change.
+        start : array, optional
+            Starting theta (relative Cholesky factors, formula order).
+
+        Returns
+        -------
+        FitResult
+        """
+        method = str(method).upper()
+        if method not in ("REML", "ML"):
+            raise ModelSpecificationError(f"method must be 'REML' or 'ML', got {method!r}")
+        algorithm = str(algorithm).upper()
+        if algorithm not in ("AI", "EM"):
+            raise ModelSpecificationError(f"algorithm must be 'AI' or 'EM', got {algorithm!r}")
+        d = self.design
+        covs = tuple(BlockCovariance(b.columns, b.correlated) for b in d.random)
+        mme = MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, reml=method == "REML")
+        theta0 = np.concatenate([c.initial_theta() for c in covs]) if start is None else np.asarray(start, float)
+        if theta0.shape != (mme.n_theta,):
+            raise ModelSpecificationError(f"start must have {mme.n_theta} values (theta), got {theta0.shape}")
+        if max_iter is None:
+            max_iter = 200 if algorithm == "AI" else 20000
+        try:
+            opt = fit_variance_parameters(mme, theta0, algorithm=algorithm, max_iter=max_iter, tol=tol,
+                                          verbose=verbose)
+        except NotPositiveDefinite:
+            raise ModelSpecificationError(
+                "the mixed model equations became numerically singular; check for fixed effects that are "
+                "confounded with a grouping factor, or rescale covariates"
+            ) from None
+        ev = mme.evaluate(opt.theta)
+        if not opt.converged:
+            warnings.warn(
+                f"{method} iterations did not converge ({opt.message}); the estimates are the last iterate. "
+                "Try fit(max_iter=...), rescaling covariates, or a simpler random-effect structure",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return FitResult(formula=self.formula, method=method, mme=mme, evaluation=ev, optimizer=opt,
+                         fixed_names=d.fixed.names, dropped_fixed=d.fixed.dropped, response=d.fixed.response,
+                         n_dropped=d.n_dropped, algorithm=algorithm)

@@ -1,0 +1,225 @@
+"""The result of a fit: estimates, tables and diagnostics, computed lazily.
+
+A :class:`FitResult` is created once by :meth:`lmmformula.LMM.fit` and never
+changes; every table is a labelled pandas object computed on first access.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from ..engine import MixedModelEquations, OptimizerResult, variance_information
+from ..engine.mme import Evaluation
+
+__all__ = ["FitResult"]
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """A fitted linear mixed model.
+
+    Attributes
+    ----------
+    formula : str
+    method : {"REML", "ML"}
+    n_obs, n_dropped : int
+        Observations used and rows dropped for missing values.
+    converged : bool
+    n_iter : int
+    fixed_names : tuple of str
+    dropped_fixed : tuple of str
+        Aliased fixed-effect columns removed before fitting.
+    """
+
+    formula: str
+    method: str
+    mme: MixedModelEquations = field(repr=False)
+    evaluation: Evaluation = field(repr=False)
+    optimizer: OptimizerResult = field(repr=False)
+    fixed_names: tuple[str, ...]
+    dropped_fixed: tuple[str, ...]
+    response: str
+    n_dropped: int
+    algorithm: str
+
+    # ---- scalar summaries -----------------------------------------------------------------
+    @property
+    def n_obs(self) -> int:
+        return self.mme.n
+
+    @property
+    def converged(self) -> bool:
+        return self.optimizer.converged
+
+    @property
+    def n_iter(self) -> int:
+        return self.optimizer.n_iter
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (restricted for REML) with lme4's constants."""
+        return -0.5 * self.evaluation.deviance
+
+    @property
+    def n_params(self) -> int:
+        """Fixed effects + covariance parameters + residual variance (lme4's count for AIC)."""
+        return self.mme.p + self.mme.n_theta + 1
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + np.log(self.n_obs) * self.n_params
+
+    @property
+    def sigma2(self) -> float:
+        """Residual variance."""
+        return self.evaluation.sigma2
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Relative Cholesky factors (lme4's theta), terms in formula order."""
+        return self.evaluation.theta.copy()
+
+    @property
+    def singular(self) -> bool:
+        """True when a variance is estimated as 0 or a covariance matrix is singular (lme4's isSingular)."""
+        return len(self.optimizer.at_boundary) > 0
+
+    # ---- fixed effects --------------------------------------------------------------------
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance of the fixed-effect estimates, ``sigma^2 (X'V~^-1 X)^-1``."""
+        ev = self.evaluation
+        p = self.mme.p
+        if p == 0:
+            return pd.DataFrame(np.zeros((0, 0)))
+        inv = np.linalg.inv(ev.schur_chol)  # p x p, small
+        cov = self.sigma2 * inv.T @ inv
+        return pd.DataFrame(cov, index=list(self.fixed_names), columns=list(self.fixed_names))
+
+    @cached_property
+    def fixed_effects(self) -> pd.DataFrame:
+        """Estimates with standard errors, residual df, t values and two-sided p-values.
+
+        The df column is ``n - p`` (the residual degrees of freedom); Satterthwaite and
+        Kenward-Roger denominators are not implemented yet, so p-values are liberal for
+        effects that vary between groups.
+        """
+        est = self.evaluation.beta
+        se = np.sqrt(np.diag(self.vcov.to_numpy())) if self.mme.p else np.zeros(0)
+        df = np.full(est.shape, float(self.n_obs - self.mme.p))
+        t = est / se
+        pval = 2.0 * scipy.stats.t.sf(np.abs(t), df)
+        return pd.DataFrame({"estimate": est, "std_error": se, "df": df, "t_value": t, "p_value": pval},
+                            index=pd.Index(list(self.fixed_names), name="coefficient"))
+
+    # ---- variance components --------------------------------------------------------------
+    def term_covariance(self, k: int) -> np.ndarray:
+        """Estimated ``m x m`` covariance of term ``k``'s effects within a level."""
+        cov = self.mme.covariances[k]
+        t0, t1 = self.mme.theta_offsets[k], self.mme.theta_offsets[k + 1]
+        L = cov.factor(self.evaluation.theta[t0:t1])
+        return self.sigma2 * (L @ L.T)
+
+    @cached_property
+    def _variance_parameter_cov(self) -> np.ndarray:
+        ai = variance_information(self.mme, self.evaluation)
+        w, V = np.linalg.eigh(ai)
+        good = w > 1e-12 * w.max()
+        return (V[:, good] / w[good]) @ V[:, good].T
+
+    @cached_property
+    def variance_components(self) -> pd.DataFrame:
+        """One row per covariance parameter: term, parameter, estimate, std_error.
+
+        Standard errors come from the inverse average-information matrix in the
+        (variance, covariance) parameterisation; they are asymptotic and poor near 0.
+        """
+        rows = []
+        for k, (blk, cov) in enumerate(zip(self.mme.blocks, self.mme.covariances)):
+            S = self.term_covariance(k)
+            for (a, b), name in zip(cov.parameters, cov.parameter_names()):
+                rows.append((blk.name, name, S[a, b]))
+        rows.append(("residual", "variance", self.sigma2))
+        se = np.sqrt(np.clip(np.diag(self._variance_parameter_cov), 0.0, None))
+        df = pd.DataFrame(rows, columns=["term", "parameter", "estimate"])
+        df["std_error"] = se
+        return df
+
+    # ---- random effects -------------------------------------------------------------------
+    def _pev_blocks(self, k: int) -> np.ndarray:
+        """Per-level PEV blocks ``Var(u_l - u_hat_l)``: ``sigma^2 Lk [C*^-1]_vv,ll Lk'`` (fixed effects absorbed)."""
+        mme, ev = self.mme, self.evaluation
+        S = mme._factor.selected_inverse()
+        blocks = mme.level_blocks(ev, S, k, reml=True)
+        cov = mme.covariances[k]
+        t0, t1 = mme.theta_offsets[k], mme.theta_offsets[k + 1]
+        L = cov.factor(ev.theta[t0:t1])
+        return self.sigma2 * np.einsum("ab,lbc,dc->lad", L, blocks, L)
+
+    @cached_property
+    def _pev(self) -> list[np.ndarray]:
+        self.mme.evaluate(self.evaluation.theta)  # make sure the factor holds the final theta
+        return [self._pev_blocks(k) for k in range(len(self.mme.blocks))]
+
+    @cached_property
+    def random_effects(self) -> dict[str, pd.DataFrame]:
+        """BLUPs per term: DataFrame indexed by level, one column per effect, then ``pev(<effect>)`` columns."""
+        out = {}
+        for k, blk in enumerate(self.mme.blocks):
+            m = blk.n_columns
+            u = self.evaluation.u[self.mme.offsets[k]:self.mme.offsets[k + 1]].reshape(blk.n_levels, m)
+            pev = self._pev[k]
+            data = {c: u[:, j] for j, c in enumerate(blk.columns)}
+            data.update({f"pev({c})": pev[:, j, j] for j, c in enumerate(blk.columns)})
+            out[blk.name] = pd.DataFrame(data, index=pd.Index(list(blk.factor.levels), name=blk.factor.name))
+        return out
+
+    @cached_property
+    def shrinkage(self) -> pd.DataFrame:
+        """Per term and effect: levels, observations per level, variance and reliability ``1 - PEV/sigma_u^2``.
+
+        In a balanced one-way layout with no fixed effects the reliability is the
+        seed's shrinkage factor ``n / (n + alpha)``, ``alpha = sigma_e^2 / sigma_u^2``.
+        """
+        rows = []
+        for k, blk in enumerate(self.mme.blocks):
+            S = self.term_covariance(k)
+            counts = np.bincount(blk.factor.codes, minlength=blk.n_levels)
+            for j, col in enumerate(blk.columns):
+                var = S[j, j]
+                rel = 1.0 - self._pev[k][:, j, j] / var if var > 0 else np.full(blk.n_levels, np.nan)
+                rows.append({"term": blk.name, "effect": col, "n_levels": blk.n_levels,
+                             "obs_per_level": counts.mean(), "variance": var,
+                             "reliability_mean": np.mean(rel), "reliability_min": np.min(rel),
+                             "reliability_max": np.max(rel)})
+        return pd.DataFrame(rows)
+
+    # ---- fitted values --------------------------------------------------------------------
+    @cached_property
+    def fitted_values(self) -> np.ndarray:
+        """Conditional fitted values ``X b + Z u`` for the rows used."""
+        return self.mme.y - self.evaluation.resid
+
+    @cached_property
+    def residuals(self) -> np.ndarray:
+        """Conditional residuals ``y - X b - Z u``."""
+        return self.evaluation.resid.copy()
+
+    def summary(self):
+        """A printable summary (text and HTML), in the layout of lme4's ``summary(lmer)``."""
+        from .summary import Summary
+
+        return Summary(self)
+
+    def __repr__(self) -> str:
+        return (f"<FitResult {self.method} '{self.formula}': logLik {self.loglik:.4f}, "
+                f"{self.n_obs} obs, converged={self.converged}>")
