@@ -1,0 +1,124 @@
+"""lmmformula against lme4 (golden values from tests/golden/generate_lme4.R)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lmmformula as lmf
+from conftest import GOLDEN, level_to_ours, lme4_group_to_term, load_data
+
+CASES = {c["name"]: c for c in GOLDEN["cases"]}
+
+
+def _fit(case):
+    model = lmf.LMM.from_formula(case["formula"], load_data(case["data"]))
+    return model.fit(method="REML" if case["REML"] else "ML")
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def fitted(request):
+    case = CASES[request.param]
+    return case, _fit(case)
+
+
+def _theta_in_our_order(case, fit):
+    """Reorder lme4's theta (terms sorted by number of levels) into formula order."""
+    terms = [b.name for b in fit.mme.blocks]
+    out = np.empty(fit.mme.n_theta)
+    names = case["theta_names"]
+    groups = [n.split(".")[0] for n in names]
+    for k, term in enumerate(terms):
+        idx = [i for i, g in enumerate(groups) if lme4_group_to_term(g, terms) == term]
+        t0, t1 = fit.mme.theta_offsets[k], fit.mme.theta_offsets[k + 1]
+        assert len(idx) == t1 - t0
+        out[t0:t1] = [case["objective_at"][0]["theta"][i] for i in idx]
+    return out, {t: [i for i, g in enumerate(groups) if lme4_group_to_term(g, terms) == t] for t in terms}
+
+
+def test_objective_at_fixed_theta(fitted):
+    """Profiled deviance / REML criterion at lme4's theta values, to 1e-8 relative."""
+    case, fit = fitted
+    _, index = _theta_in_our_order(case, fit)
+    for point in case["objective_at"]:
+        theta = np.concatenate([np.asarray(point["theta"])[index[b.name]] for b in fit.mme.blocks])
+        ours = fit.mme.evaluate(theta).deviance
+        assert ours == pytest.approx(point["value"], rel=1e-8)
+
+
+def test_optimum(fitted):
+    case, fit = fitted
+    assert fit.converged
+    assert fit.n_obs == case["nobs"]
+    assert fit.loglik == pytest.approx(case["loglik"], abs=1e-5)
+    assert fit.aic == pytest.approx(case["aic"], abs=1e-4)
+    assert fit.bic == pytest.approx(case["bic"], abs=1e-4)
+    assert np.sqrt(fit.sigma2) == pytest.approx(case["sigma"], rel=1e-4)
+    assert fit.singular == case["singular"]
+
+
+def test_fixed_effects(fitted):
+    case, fit = fitted
+    fe = fit.fixed_effects
+    assert list(fe.index) == list(case["fixef"])
+    np.testing.assert_allclose(fe["estimate"], list(case["fixef"].values()), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(fe["std_error"], list(case["fixef_se"].values()), rtol=1e-4)
+    np.testing.assert_allclose(fit.vcov.to_numpy(), np.array(case["vcov"]), rtol=2e-4, atol=1e-9)
+
+
+def test_variance_components(fitted):
+    case, fit = fitted
+    vc = fit.variance_components
+    terms = [b.name for b in fit.mme.blocks]
+    for row in case["varcorr"]:
+        if row["grp"] == "Residual":
+            got = vc.loc[vc.term == "residual", "estimate"].item()
+        else:
+            term = lme4_group_to_term(row["grp"], terms)
+            k = terms.index(term)
+            cols = list(fit.mme.blocks[k].columns)
+            a = cols.index(row["var1"])
+            b = cols.index(row["var2"]) if row["var2"] else a
+            got = fit.term_covariance(k)[a, b]
+        assert got == pytest.approx(row["vcov"], rel=2e-4, abs=1e-6 * max(1.0, fit.sigma2))
+
+
+def test_random_effects(fitted):
+    case, fit = fitted
+    terms = [b.name for b in fit.mme.blocks]
+    for group, ref in case["ranef"].items():
+        term = lme4_group_to_term(group, terms)
+        ours = fit.random_effects[term]
+        levels = [level_to_ours(lv, group, term) for lv in ref["levels"]]
+        values = np.array(ref["values"])
+        got = ours.loc[levels, ref["columns"]].to_numpy()
+        scale = np.abs(values).max() + 1e-12
+        np.testing.assert_allclose(got, values, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_conditional_sd_matches_lme4(fitted):
+    """lme4's condVar is Var(u | y) at b = b_hat: sigma^2 Lk [Cvv^-1]_ll Lk' (fixed effects known)."""
+    case, fit = fitted
+    mme, ev = fit.mme, fit.evaluation
+    mme.evaluate(ev.theta)
+    S = mme._factor.selected_inverse()
+    terms = [b.name for b in mme.blocks]
+    for group, ref in case["ranef"].items():
+        term = lme4_group_to_term(group, terms)
+        k = terms.index(term)
+        cov = mme.covariances[k]
+        L = cov.factor(ev.theta[mme.theta_offsets[k]:mme.theta_offsets[k + 1]])
+        blocks = fit.sigma2 * np.einsum("ab,lbc,dc->lad", L, mme.level_blocks(ev, S, k, reml=False), L)
+        sd = np.sqrt(np.clip(np.einsum("laa->la", blocks), 0, None))
+        order = [list(mme.blocks[k].factor.levels).index(level_to_ours(lv, group, term)) for lv in ref["levels"]]
+        cols = [list(mme.blocks[k].columns).index(c) for c in ref["columns"]]
+        np.testing.assert_allclose(sd[np.ix_(order, cols)], np.array(ref["condsd"]), rtol=2e-4, atol=1e-6)
+
+
+def test_em_reaches_the_ai_optimum():
+    case = CASES["penicillin_crossed_reml"]
+    model = lmf.LMM.from_formula(case["formula"], load_data(case["data"]))
+    ai, em = model.fit(), model.fit(algorithm="EM")
+    assert em.converged
+    assert em.loglik == pytest.approx(ai.loglik, abs=1e-6)
+    np.testing.assert_allclose(em.variance_components.estimate, ai.variance_components.estimate, rtol=1e-3)
