@@ -278,34 +278,49 @@ class MixedModelEquations:
         variates ``q_i = dV_i P y = Z (Lam_i v + Lam Lam_i' Z'e)`` (Gilmour, Thompson & Cullis 1995),
         ``AI_ij = q_i' P q_j / 2``, with ``sigma^2`` eliminated by a Schur complement.
         """
-        fac = self._factor
-        S = fac.selected_inverse()
-        theta = ev.theta
-        lam = self.lam(theta)
+        S = self._factor.selected_inverse()
+        trace, quad, Q = self._score_terms(ev, S)
+        grad = 2.0 * trace - 2.0 * quad / ev.sigma2
+        PQ = self.project(ev, Q)
+        eQ = ev.resid @ Q
+        ai = (Q.T @ PQ - np.outer(eQ, eQ) / ev.pwrss) / (2.0 * ev.sigma2)
+        return Derivatives(gradient=grad, ai=0.5 * (ai + ai.T), selected_inverse=S,
+                           em_theta=self._em_theta(ev, S))
+
+    def _score_terms(self, ev: Evaluation, S):
+        """``tr(S_v. W~'Z Lam_i)``, ``(Z'e)' Lam_i v`` and the working variates for every theta_i."""
+        lam = self.lam(ev.theta)
         Fv = (lam.T @ self.ZtZ).tocsc()
         Zte = self.Z.T @ ev.resid
         use_fixed = self.reml and self.p
         if use_fixed:
             W = scipy.linalg.cho_solve((ev.schur_chol, True), ev.B.T).T        # B Sb^-1  (q x p)
             H = np.asarray((self.ZtZ @ (lam @ ev.B))).T - self.ZtX.T             # B'Fv - Fb  (p x q)
-        grad = np.zeros(self.n_theta)
+        trace = np.zeros(self.n_theta)
+        quad = np.zeros(self.n_theta)
         Q = np.zeros((self.n, self.n_theta))
         for i, (xs, ys) in enumerate(self._pairs):
-            tr = column_dots(S, Fv, xs, ys).sum()
+            trace[i] = column_dots(S, Fv, xs, ys).sum()
             if use_fixed:
-                tr += np.einsum("tp,pt->", W[xs], H[:, ys])
-            quad = Zte[ys] @ ev.v[xs]
-            grad[i] = 2.0 * tr - 2.0 * quad / ev.sigma2
+                trace[i] += np.einsum("tp,pt->", W[xs], H[:, ys])
+            quad[i] = Zte[ys] @ ev.v[xs]
             lam_i_v = np.zeros(self.q)
             lam_i_v[ys] = ev.v[xs]
             lam_it_zte = np.zeros(self.q)
             lam_it_zte[xs] = Zte[ys]
             Q[:, i] = self.Z @ (lam_i_v + lam @ lam_it_zte)
-        PQ = self.project(ev, Q)
-        eQ = ev.resid @ Q
-        ai = (Q.T @ PQ - np.outer(eQ, eQ) / ev.pwrss) / (2.0 * ev.sigma2)
-        return Derivatives(gradient=grad, ai=0.5 * (ai + ai.T), selected_inverse=S,
-                           em_theta=self._em_theta(ev, S))
+        return trace, quad, Q
+
+    def full_gradient(self, theta: np.ndarray, sigma2: float) -> np.ndarray:
+        """Gradient of the unprofiled deviance ``-2 l(theta, sigma^2)`` with respect to ``(theta, sigma^2)``.
+
+        ``d/dtheta_i = 2 tr(S_v. W~'Z Lam_i) - 2 (Z'e)' Lam_i v / sigma^2`` (the trace and ``e, v`` do
+        not depend on ``sigma^2``) and ``d/dsigma^2 = dof / sigma^2 - r2 / sigma^4``.
+        """
+        ev = self.evaluate(theta)
+        trace, quad, _ = self._score_terms(ev, self._factor.selected_inverse())
+        dof = self.n - self.p if self.reml else self.n
+        return np.append(2.0 * trace - 2.0 * quad / sigma2, dof / sigma2 - ev.pwrss / sigma2**2)
 
     def _em_theta(self, ev: Evaluation, S) -> np.ndarray:
         """One EM step (the seed's EM-REML generalised to blocks).

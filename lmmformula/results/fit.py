@@ -15,6 +15,7 @@ import scipy.stats
 
 from ..engine import MixedModelEquations, OptimizerResult, variance_information
 from ..engine.mme import Evaluation
+from ..inference import contrast_df, satterthwaite_state
 
 __all__ = ["FitResult"]
 
@@ -106,16 +107,18 @@ class FitResult:
         return pd.DataFrame(cov, index=list(self.fixed_names), columns=list(self.fixed_names))
 
     @cached_property
-    def fixed_effects(self) -> pd.DataFrame:
-        """Estimates with standard errors, residual df, t values and two-sided p-values.
+    def _satterthwaite(self):
+        return satterthwaite_state(self.mme, self.evaluation.theta, self.sigma2)
 
-        The df column is ``n - p`` (the residual degrees of freedom); Satterthwaite and
-        Kenward-Roger denominators are not implemented yet, so p-values are liberal for
-        effects that vary between groups.
-        """
+    @cached_property
+    def fixed_effects(self) -> pd.DataFrame:
+        """Estimates, standard errors, Satterthwaite df, t values and two-sided p-values (as lmerTest)."""
         est = self.evaluation.beta
         se = np.sqrt(np.diag(self.vcov.to_numpy())) if self.mme.p else np.zeros(0)
-        df = np.full(est.shape, float(self.n_obs - self.mme.p))
+        if self.mme.p:
+            _, df = contrast_df(self._satterthwaite, np.eye(self.mme.p))
+        else:
+            df = np.zeros(0)
         t = est / se
         pval = 2.0 * scipy.stats.t.sf(np.abs(t), df)
         return pd.DataFrame({"estimate": est, "std_error": se, "df": df, "t_value": t, "p_value": pval},

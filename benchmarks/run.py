@@ -1,0 +1,152 @@
+"""Benchmark lmmformula against lme4 (through Rscript, when R and lme4 are installed) and statsmodels.
+
+Usage::
+
+    python benchmarks/run.py            # all cases, with lme4 and statsmodels when available
+    python benchmarks/run.py --quick    # small cases, lmmformula only (what CI runs)
+
+For each case it prints n, the size of the random block of C, lmmformula's median time over
+repeats (after import and JIT warm-up), its iterations and peak memory, the same fit's median time in
+lme4 and statsmodels MixedLM where available, the time ratios, and the largest log-likelihood difference.
+A fast wrong answer is a failure: the script exits with status 1 when a log-likelihood differs by
+more than 1e-3 from lme4's.  The full suite of issue #5 (InstEval, pedigrees, spatial trials) is not here yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import lmmformula as lmf  # noqa: E402
+from lmmformula.datasets import load  # noqa: E402
+
+DATA = ROOT / "tests" / "data"
+
+CASES = [
+    # name, loader, formula, statsmodels spec (formula, groups, re_formula) or None, quick
+    ("sleepstudy slopes", lambda: pd.read_csv(DATA / "sleepstudy.csv"), "Reaction ~ Days + (Days | Subject)",
+     ("Reaction ~ Days", "Subject", "~Days"), True),
+    ("Penicillin crossed", lambda: pd.read_csv(DATA / "Penicillin.csv"), "diameter ~ 1 + (1 | plate) + (1 | sample)",
+     None, True),
+    ("Pastes nested", lambda: pd.read_csv(DATA / "Pastes.csv"), "strength ~ 1 + (1 | batch/cask)", None, True),
+    ("Slate Hall incomplete blocks", lambda: load("slatehall"),
+     "yield ~ gen + (1 | rep) + (1 | rep:row) + (1 | rep:col)", None, True),
+    ("Durban lettuce row-col", lambda: load("durban_rowcol"),
+     "yield ~ gen + (1 | rep) + (1 | rep:row) + (1 | rep:bed)", None, False),
+    ("simulated crossed 2000x300", None, "y ~ x + (1 | a) + (1 | b)", None, False),
+]
+
+
+def simulated_crossed(seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n, na, nb = 20000, 2000, 300
+    a = rng.integers(0, na, n)
+    b = rng.integers(0, nb, n)
+    x = rng.normal(size=n)
+    y = 1 + 0.5 * x + rng.normal(0, 1.0, na)[a] + rng.normal(0, 0.7, nb)[b] + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b]})
+
+
+def time_lmmformula(data, formula, repeats):
+    lmf.LMM.from_formula(formula, data).fit()  # warm-up (numba JIT cache, imports)
+    times, fit = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fit = lmf.LMM.from_formula(formula, data).fit()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), fit
+
+
+R_SCRIPT = r"""
+suppressMessages(library(lme4))
+args <- commandArgs(TRUE)
+d <- read.csv(args[1], stringsAsFactors = TRUE)
+f <- as.formula(args[2]); reps <- as.integer(args[3])
+fit <- lmer(f, d, REML = TRUE)
+tt <- replicate(reps, system.time(fit <- lmer(f, d, REML = TRUE))[["elapsed"]])
+cat(jsonlite::toJSON(list(time = median(tt), loglik = as.numeric(logLik(fit))), digits = NA, auto_unbox = TRUE))
+"""
+
+
+def time_lme4(data, formula, repeats):
+    if shutil.which("Rscript") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = pathlib.Path(tmp) / "d.csv"
+        data.to_csv(csv, index=False)
+        script = pathlib.Path(tmp) / "b.R"
+        script.write_text(R_SCRIPT)
+        try:
+            out = subprocess.run(["Rscript", str(script), str(csv), formula, str(repeats)], capture_output=True,
+                                 text=True, timeout=3600, check=True)
+        except (subprocess.SubprocessError, OSError):
+            return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def time_statsmodels(data, spec, repeats):
+    if spec is None:
+        return None
+    try:
+        import statsmodels.formula.api as smf
+    except ImportError:
+        return None
+    formula, groups, re_formula = spec
+    times, res = [], None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            res = smf.mixedlm(formula, data, groups=data[groups], re_formula=re_formula).fit(reml=True)
+            times.append(time.perf_counter() - t0)
+    return {"time": float(np.median(times)), "loglik": float(res.llf)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small cases, lmmformula only")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    rows, failed = [], False
+    for name, loader, formula, sm_spec, quick in CASES:
+        if args.quick and not quick:
+            continue
+        data = loader() if loader else simulated_crossed()
+        t, fit = time_lmmformula(data, formula, args.repeats)
+        r = None if args.quick else time_lme4(data, formula, args.repeats)
+        s = None if args.quick else time_statsmodels(data, sm_spec, args.repeats)
+        dll = abs(fit.loglik - r["loglik"]) if r else np.nan
+        failed |= bool(dll > 1e-3)
+        rows.append({
+            "case": name, "n": fit.n_obs, "q": fit.mme.q, "lmmformula_s": t, "iter": fit.n_iter,
+            "lme4_s": r["time"] if r else np.nan, "lme4/lmmf": (r["time"] / t) if r else np.nan,
+            "statsmodels_s": s["time"] if s else np.nan, "sm/lmmf": (s["time"] / t) if s else np.nan,
+            "|dlogLik| lme4": dll,
+            "|dlogLik| sm": abs(fit.loglik - s["loglik"]) if s else np.nan,
+        })
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
+        print(table.to_string(index=False))
+    print(f"peak RSS of this process: {peak:.0f} MB")
+    if failed:
+        print("FAILED: a log-likelihood differs from lme4's by more than 1e-3")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
