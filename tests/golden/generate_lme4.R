@@ -228,6 +228,10 @@ summarise <- function(name, formula_str, dsname, REML, fit) {
 
 ## ---------------------------------------------------------------- lmerTest
 
+# one column of a coefficient table as a named list {coef: value}
+# (explicit names: cf[, j] on a one-row table would drop them)
+coef_col <- function(cf, col) as.list(setNames(unname(cf[, col]), rownames(cf)))
+
 anova_rows <- function(a)
   lapply(seq_len(nrow(a)), function(i)
     list(term = rownames(a)[i], NumDF = a[i, "NumDF"], DenDF = a[i, "DenDF"],
@@ -259,8 +263,8 @@ ddf_fields <- function(fstr, dsname, REML, fit) {
   out <- list()
   cf <- noisy(summary(tfit, ddf = "Satterthwaite")$coefficients, "Satterthwaite")
   stopifnot(identical(rownames(cf), names(fixef(fit))))
-  out$satterthwaite <- list(df = as.list(cf[, "df"]), t = as.list(cf[, "t value"]),
-                            p = as.list(cf[, "Pr(>|t|)"]))
+  out$satterthwaite <- list(df = coef_col(cf, "df"), t = coef_col(cf, "t value"),
+                            p = coef_col(cf, "Pr(>|t|)"))
   if (has_terms)
     out$anova_satterthwaite <- anova_rows(
       noisy(anova(tfit, type = 3, ddf = "Satterthwaite"), "Satterthwaite anova"))
@@ -269,7 +273,7 @@ ddf_fields <- function(fstr, dsname, REML, fit) {
     kr <- tryCatch({
       ck <- noisy(summary(tfit, ddf = "Kenward-Roger")$coefficients, "Kenward-Roger")
       stopifnot(identical(rownames(ck), names(fixef(fit))), !anyNA(ck[, "df"]))
-      res <- list(kenward_roger = list(df = as.list(ck[, "df"]), se = as.list(ck[, "Std. Error"])))
+      res <- list(kenward_roger = list(df = coef_col(ck, "df"), se = coef_col(ck, "Std. Error")))
       if (has_terms)
         res$anova_kenward_roger <- anova_rows(
           noisy(anova(tfit, type = 3, ddf = "Kenward-Roger"), "Kenward-Roger anova"))
