@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import resource
 import shutil
@@ -25,8 +26,13 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
-import pandas as pd
+# One BLAS thread, as in ../shared/notes/solvers.md: the dense blocks here are small, and a second
+# BLAS thread on a 2-core machine shared with another process costs 10x (measured: 2.5 s vs 0.15 s).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -15,6 +15,10 @@ FACTOR_COLUMNS = {"ChickWeight.csv": ["Diet"], "cake.csv": ["temperature"]}
 
 
 def load_data(name: str) -> pd.DataFrame:
+    if not name.endswith(".csv"):
+        from lmmformula.datasets import load
+
+        return load(name)
     df = pd.read_csv(HERE / "data" / name)
     for col in FACTOR_COLUMNS.get(name, []):
         df[col] = df[col].astype("category")

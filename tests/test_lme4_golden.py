@@ -22,24 +22,26 @@ def fitted(request):
     return case, _fit(case)
 
 
-def _theta_in_our_order(case, fit):
-    """Reorder lme4's theta (terms sorted by number of levels) into formula order."""
+def _theta_index(case, fit):
+    """Positions in lme4's theta (terms sorted by number of levels) of each of our terms' theta."""
     terms = [b.name for b in fit.mme.blocks]
-    out = np.empty(fit.mme.n_theta)
-    names = case["theta_names"]
-    groups = [n.split(".")[0] for n in names]
+    groups = [lme4_group_to_term(n.split(".")[0], terms) for n in case["theta_names"]]
+    used: set[int] = set()
+    index = {}
     for k, term in enumerate(terms):
-        idx = [i for i, g in enumerate(groups) if lme4_group_to_term(g, terms) == term]
-        t0, t1 = fit.mme.theta_offsets[k], fit.mme.theta_offsets[k + 1]
-        assert len(idx) == t1 - t0
-        out[t0:t1] = [case["objective_at"][0]["theta"][i] for i in idx]
-    return out, {t: [i for i, g in enumerate(groups) if lme4_group_to_term(g, terms) == t] for t in terms}
+        n_k = fit.mme.theta_offsets[k + 1] - fit.mme.theta_offsets[k]
+        base = lme4_group_to_term(term.split(".")[0], terms)
+        idx = [i for i, g in enumerate(groups) if g == base and i not in used][:n_k]
+        assert len(idx) == n_k
+        used.update(idx)
+        index[term] = idx
+    return index
 
 
 def test_objective_at_fixed_theta(fitted):
     """Profiled deviance / REML criterion at lme4's theta values, to 1e-8 relative."""
     case, fit = fitted
-    _, index = _theta_in_our_order(case, fit)
+    index = _theta_index(case, fit)
     for point in case["objective_at"]:
         theta = np.concatenate([np.asarray(point["theta"])[index[b.name]] for b in fit.mme.blocks])
         ours = fit.mme.evaluate(theta).deviance
@@ -83,15 +85,26 @@ def test_variance_components(fitted):
         assert got == pytest.approx(row["vcov"], rel=2e-4, abs=1e-6 * max(1.0, fit.sigma2))
 
 
+def _our_columns(fit, group):
+    """(term index, column index) of each effect of lme4's ranef group (lme4 merges ``||`` terms)."""
+    terms = [b.name for b in fit.mme.blocks]
+    base = lme4_group_to_term(group, terms)
+    out = {}
+    for k, b in enumerate(fit.mme.blocks):
+        if b.name == base or b.name.split(".")[0] == base:
+            for j, c in enumerate(b.columns):
+                out[c] = (k, j)
+    return base, out
+
+
 def test_random_effects(fitted):
     case, fit = fitted
-    terms = [b.name for b in fit.mme.blocks]
     for group, ref in case["ranef"].items():
-        term = lme4_group_to_term(group, terms)
-        ours = fit.random_effects[term]
-        levels = [level_to_ours(lv, group, term) for lv in ref["levels"]]
+        base, cols = _our_columns(fit, group)
+        levels = [level_to_ours(lv, group, base) for lv in ref["levels"]]
         values = np.array(ref["values"])
-        got = ours.loc[levels, ref["columns"]].to_numpy()
+        got = np.column_stack([fit.random_effects[fit.mme.blocks[cols[c][0]].name].loc[levels, c]
+                               for c in ref["columns"]])
         scale = np.abs(values).max() + 1e-12
         np.testing.assert_allclose(got, values, rtol=1e-4, atol=1e-5 * scale)
 
@@ -102,17 +115,17 @@ def test_conditional_sd_matches_lme4(fitted):
     mme, ev = fit.mme, fit.evaluation
     mme.evaluate(ev.theta)
     S = mme._factor.selected_inverse()
-    terms = [b.name for b in mme.blocks]
     for group, ref in case["ranef"].items():
-        term = lme4_group_to_term(group, terms)
-        k = terms.index(term)
-        cov = mme.covariances[k]
-        L = cov.factor(ev.theta[mme.theta_offsets[k]:mme.theta_offsets[k + 1]])
-        blocks = fit.sigma2 * np.einsum("ab,lbc,dc->lad", L, mme.level_blocks(ev, S, k, reml=False), L)
-        sd = np.sqrt(np.clip(np.einsum("laa->la", blocks), 0, None))
-        order = [list(mme.blocks[k].factor.levels).index(level_to_ours(lv, group, term)) for lv in ref["levels"]]
-        cols = [list(mme.blocks[k].columns).index(c) for c in ref["columns"]]
-        np.testing.assert_allclose(sd[np.ix_(order, cols)], np.array(ref["condsd"]), rtol=2e-4, atol=1e-6)
+        base, cols = _our_columns(fit, group)
+        got = []
+        for c in ref["columns"]:
+            k, j = cols[c]
+            cov = mme.covariances[k]
+            L = cov.factor(ev.theta[mme.theta_offsets[k]:mme.theta_offsets[k + 1]])
+            blocks = fit.sigma2 * np.einsum("ab,lbc,dc->lad", L, mme.level_blocks(ev, S, k, reml=False), L)
+            order = [list(mme.blocks[k].factor.levels).index(level_to_ours(lv, group, base)) for lv in ref["levels"]]
+            got.append(np.sqrt(np.clip(blocks[order, j, j], 0, None)))
+        np.testing.assert_allclose(np.column_stack(got), np.array(ref["condsd"]), rtol=2e-4, atol=1e-6)
 
 
 def test_em_reaches_the_ai_optimum():
@@ -122,3 +135,14 @@ def test_em_reaches_the_ai_optimum():
     assert em.converged
     assert em.loglik == pytest.approx(ai.loglik, abs=1e-6)
     np.testing.assert_allclose(em.variance_components.estimate, ai.variance_components.estimate, rtol=1e-3)
+
+
+def test_satterthwaite_df_matches_lmertest(fitted):
+    """Satterthwaite df, t and p of every coefficient against lmerTest's summary."""
+    case, fit = fitted
+    ref = case["satterthwaite"]
+    fe = fit.fixed_effects
+    names = list(ref["df"])
+    np.testing.assert_allclose(fe.loc[names, "df"], [ref["df"][n] for n in names], rtol=1e-3)
+    np.testing.assert_allclose(fe.loc[names, "t_value"], [ref["t"][n] for n in names], rtol=1e-4)
+    np.testing.assert_allclose(fe.loc[names, "p_value"], [ref["p"][n] for n in names], rtol=5e-3, atol=1e-12)

@@ -311,6 +311,12 @@ class MixedModelEquations:
             Q[:, i] = self.Z @ (lam_i_v + lam @ lam_it_zte)
         return trace, quad, Q
 
+    def profiled_gradient(self, theta: np.ndarray) -> np.ndarray:
+        """Gradient of the profiled deviance at ``theta`` (no AI, no EM step)."""
+        ev = self.evaluate(theta)
+        trace, quad, _ = self._score_terms(ev, self._factor.selected_inverse())
+        return 2.0 * trace - 2.0 * quad / ev.sigma2
+
     def full_gradient(self, theta: np.ndarray, sigma2: float) -> np.ndarray:
         """Gradient of the unprofiled deviance ``-2 l(theta, sigma^2)`` with respect to ``(theta, sigma^2)``.
 
