@@ -1,0 +1,72 @@
+"""Bad input gives a typed LMMError naming the problem and the fix, never a raw traceback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lmmformula as lmf
+
+
+@pytest.fixture
+def df():
+    rng = np.random.default_rng(0)
+    n = 40
+    return pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n),
+                         "g": np.repeat([f"g{i}" for i in range(8)], 5), "f": rng.choice(["a", "b"], n),
+                         "row": np.tile(np.arange(1, 6), 8), "col": np.repeat(np.arange(1, 9), 5)})
+
+
+CASES = [
+    ("unknown column", "y ~ xx + (1 | g)", {}, lmf.UnknownColumnError, "'xx'.*did you mean 'x'"),
+    ("unknown grouping column", "y ~ x + (1 | gg)", {}, lmf.UnknownColumnError, "'gg'"),
+    ("response not numeric", "f ~ x + (1 | g)", {}, lmf.DataError, "response 'f' must be one numeric"),
+    ("all-NaN column", "y ~ allnan + (1 | g)", {"allnan": np.nan}, lmf.DataError, "'allnan' has only missing"),
+    ("constant response", "c ~ x + (1 | g)", {"c": 1.0}, lmf.DataError, "constant"),
+    ("one-level group", "y ~ x + (1 | one)", {"one": "a"}, lmf.DataError, "'one'.*1 level"),
+    ("as many levels as rows", "y ~ x + (1 | id)", {"id": np.arange(40)}, lmf.DataError, "40 levels for 40"),
+    ("infinite value", "y ~ inf + (1 | g)", {"inf": np.r_[np.inf, np.zeros(39)]}, lmf.DataError, "infinite"),
+    ("no random term", "y ~ x", {}, lmf.ModelSpecificationError, "no random term"),
+    ("residual structure", "y ~ x + (1 | g) + ar1(row):ar1(col)", {}, lmf.ModelSpecificationError,
+     "ar1\\(row\\):ar1\\(col\\)"),
+    ("G-side structure", "y ~ x + ar1(0 + f | g)", {}, lmf.ModelSpecificationError, "ar1"),
+    ("unbalanced parentheses", "y ~ x + (1 | g", {}, lmf.FormulaSyntaxError, "unbalanced"),
+    ("stray bar", "y ~ x | g", {}, lmf.FormulaSyntaxError, "parentheses"),
+    ("two residual terms", "y ~ x + ar1(row) + ar1(col)", {}, lmf.FormulaSyntaxError, "two residual"),
+    ("fa without k", "y ~ x + fa(0 + f | g)", {}, lmf.FormulaSyntaxError, "'fa'"),
+    ("unknown structure", "y ~ x + (1 | ar2(g))", {}, lmf.FormulaSyntaxError, "ar2"),
+    ("too many parameters", "y ~ x + (1 + x + row + col | g)", {}, lmf.ModelSpecificationError, "simplify"),
+]
+
+
+@pytest.mark.parametrize("name, formula, extra, error, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(df, name, formula, extra, error, message):
+    data = df.assign(**extra) if extra else df
+    if name == "too many parameters":
+        data = data.iloc[:12]
+    before = data.copy()
+    with pytest.raises(error, match=message) as info:
+        lmf.LMM.from_formula(formula, data).fit()
+    assert isinstance(info.value, lmf.LMMError)
+    pd.testing.assert_frame_equal(data, before)
+
+
+def test_empty_dataframe():
+    with pytest.raises(lmf.DataError, match="no rows"):
+        lmf.LMM.from_formula("y ~ x + (1 | g)", pd.DataFrame({"y": [], "x": [], "g": []}))
+
+
+@pytest.mark.parametrize("kwargs, match", [({"method": "MLE"}, "method"), ({"algorithm": "NR"}, "algorithm"),
+                                           ({"start": [1.0, 2.0]}, "start")])
+def test_bad_fit_options(df, kwargs, match):
+    with pytest.raises(lmf.ModelSpecificationError, match=match):
+        lmf.LMM.from_formula("y ~ x + (1 | g)", df).fit(**kwargs)
+
+
+def test_non_convergence_warns_and_reports_the_last_iterate(df):
+    model = lmf.LMM.from_formula("y ~ x + (1 + x | g)", df)
+    with pytest.warns(lmf.ConvergenceWarning, match="max_iter"):
+        fit = model.fit(max_iter=1)
+    assert not fit.converged
+    assert np.isfinite(fit.loglik)

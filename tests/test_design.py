@@ -1,0 +1,110 @@
+"""Design matrices: X against patsy, Z from integer codes, missing rows, aliased columns."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import patsy
+import pytest
+import scipy.sparse as sp
+
+import lmmformula as lmf
+from lmmformula.design import build_fixed, build_random, model_frame
+from lmmformula.formula import parse_formula
+
+
+@pytest.fixture
+def frame():
+    rng = np.random.default_rng(3)
+    n = 60
+    return pd.DataFrame({
+        "y": rng.normal(size=n),
+        "x": rng.normal(size=n),
+        "z": rng.uniform(1, 2, n),
+        "a": rng.choice(["lo", "mid", "hi"], n),
+        "b": rng.choice(["p", "q"], n),
+        "g": rng.choice([f"s{i}" for i in range(8)], n),
+        "h": rng.choice([f"t{i}" for i in range(3)], n),
+    })
+
+
+@pytest.mark.parametrize("rhs", ["x", "a", "a + b", "a * b", "a * x", "x + I(x**2) + np.log(z)", "0 + a",
+                                 "C(a) + b:x", "a:b", "x * z"])
+def test_fixed_matrix_equals_patsy(frame, rhs):
+    p = parse_formula(f"y ~ {rhs} + (1 | g)")
+    mf = model_frame(frame, p)
+    fx = build_fixed(mf.data, p.response, p.fixed, p.formula)
+    ref = np.asarray(patsy.dmatrix(rhs, frame, eval_env=0, return_type="dataframe"))
+    # same column space and, with treatment contrasts, the same columns up to order
+    assert fx.X.shape == ref.shape
+    for j in range(ref.shape[1]):
+        assert min(np.abs(fx.X - ref[:, [j]]).max(axis=0)) < 1e-12
+
+
+def test_treatment_contrasts_use_first_sorted_level(frame):
+    p = parse_formula("y ~ a + (1 | g)")
+    fx = build_fixed(model_frame(frame, p).data, p.response, p.fixed, p.formula)
+    assert fx.names == ("(Intercept)", "alo", "amid")  # reference level "hi"
+
+
+def test_random_block_is_sparse_from_codes(frame):
+    p = parse_formula("y ~ x + (1 + x | g) + (1 | g:h)")
+    mf = model_frame(frame, p)
+    blocks = build_random(mf.data, p.random, p.formula)
+    g, gh = blocks
+    assert sp.issparse(g.Z) and g.Z.shape == (60, 2 * g.n_levels)
+    assert g.Z.nnz == 2 * 60 and gh.Z.nnz == 60
+    codes = pd.factorize(frame.g, sort=True)[0]
+    np.testing.assert_array_equal(g.factor.codes, codes)
+    dense = g.Z.toarray()
+    np.testing.assert_allclose(dense[np.arange(60), 2 * codes], 1.0)
+    np.testing.assert_allclose(dense[np.arange(60), 2 * codes + 1], frame.x)
+    assert gh.factor.levels == tuple(sorted(set(frame.g + ":" + frame.h)))
+
+
+def test_missing_rows_are_dropped_and_counted(frame):
+    df = frame.copy()
+    df.loc[[2, 5], "y"] = np.nan
+    df.loc[7, "x"] = np.nan
+    df.loc[9, "g"] = None
+    df.loc[11, "h"] = np.nan  # h is not used: the row stays
+    before = df.copy()
+    fit = lmf.LMM.from_formula("y ~ x + (1 | g)", df).fit()
+    assert fit.n_obs == 56 and fit.n_dropped == 4
+    pd.testing.assert_frame_equal(df, before)
+
+
+def test_aliased_columns_are_dropped_with_a_warning(frame):
+    df = frame.assign(x2=2 * frame.x + 1)
+    with pytest.warns(lmf.RankDeficiencyWarning, match="x2"):
+        fit = lmf.LMM.from_formula("y ~ x + x2 + (1 | g)", df).fit()
+    assert list(fit.fixed_effects.index) == ["(Intercept)", "x"]
+    assert fit.dropped_fixed == ("x2",)
+
+
+def test_empty_interaction_cells_are_aliased(frame):
+    df = frame[~((frame.a == "lo") & (frame.b == "q"))]
+    with pytest.warns(lmf.RankDeficiencyWarning, match="alo:bq"):
+        fit = lmf.LMM.from_formula("y ~ a * b + (1 | g)", df).fit()
+    assert "alo:bq" not in fit.fixed_effects.index
+
+
+def test_the_callers_frame_is_never_modified(frame):
+    before = frame.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lmf.LMM.from_formula("y ~ a * x + (1 + x | g) + (1 | h)", frame).fit().summary().as_text()
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_categorical_grouping_drops_unused_levels(frame):
+    df = frame.assign(g=pd.Categorical(frame.g, categories=sorted(set(frame.g)) + ["unused"]))
+    fit = lmf.LMM.from_formula("y ~ x + (1 | g)", df).fit()
+    assert "unused" not in fit.random_effects["g"].index
+
+
+def test_intercept_free_fixed_part_and_response_transform(frame):
+    fit = lmf.LMM.from_formula("np.log(z) ~ 0 + a + (1 | g)", frame).fit()
+    assert list(fit.fixed_effects.index) == ["ahi", "alo", "amid"]
