@@ -108,3 +108,10 @@ def test_categorical_grouping_drops_unused_levels(frame):
 def test_intercept_free_fixed_part_and_response_transform(frame):
     fit = lmf.LMM.from_formula("np.log(z) ~ 0 + a + (1 | g)", frame).fit()
     assert list(fit.fixed_effects.index) == ["ahi", "alo", "amid"]
+
+
+def test_r_factor_call_is_understood_and_named_as_in_r(frame):
+    df = frame.assign(d=np.tile([1, 2, 3], 20))
+    fit = lmf.LMM.from_formula("y ~ x * factor(d) + (1 | g)", df).fit()
+    assert list(fit.fixed_effects.index) == ["(Intercept)", "x", "factor(d)2", "factor(d)3", "x:factor(d)2",
+                                             "x:factor(d)3"]

@@ -14,10 +14,10 @@ SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[Healt
 
 
 @st.composite
-def designs(draw, slopes=None, crossed=None):
+def designs(draw, slopes=None, crossed=None, min_sd=0.0):
     """Small unbalanced data sets with a grouping factor, optionally a slope and a crossed factor."""
     n_groups = draw(st.integers(3, 7))
-    sizes = draw(st.lists(st.integers(2, 6), min_size=n_groups, max_size=n_groups))
+    sizes = draw(st.lists(st.integers(3, 6), min_size=n_groups, max_size=n_groups))
     slope = draw(st.booleans()) if slopes is None else slopes
     cross = draw(st.booleans()) if crossed is None else crossed
     seed = draw(st.integers(0, 2**31 - 1))
@@ -26,7 +26,7 @@ def designs(draw, slopes=None, crossed=None):
     n = g.size
     x = rng.normal(size=n).round(3)
     h = rng.integers(0, 3, n)
-    sd_g, sd_s, sd_h = rng.uniform(0.0, 2.0, 3)
+    sd_g, sd_s, sd_h = rng.uniform(min_sd, 2.0, 3)
     y = (1.0 + 0.5 * x + rng.normal(0, sd_g, n_groups)[g] + slope * rng.normal(0, sd_s, n_groups)[g] * x
          + cross * rng.normal(0, sd_h, 3)[h] + rng.normal(size=n))
     data = pd.DataFrame({"y": y, "x": x, "g": [f"g{i}" for i in g], "h": [f"h{i}" for i in h]})
@@ -116,13 +116,19 @@ def test_affine_response_scales_variances(case, scale, shift, negate):
     np.testing.assert_allclose(b1, expected, rtol=1e-5, atol=1e-5 * (abs(shift) + abs(a)))
 
 
-@settings(max_examples=10, deadline=None)
-@given(designs(slopes=False))
+@settings(max_examples=6, deadline=None)
+@given(designs(slopes=False, crossed=False, min_sd=1.0))
 def test_em_and_ai_reach_the_same_optimum(case):
+    """EM converges linearly (slowly near a boundary), so interior optima only."""
     data, formula = case
     model = lmf.LMM.from_formula(formula, data)
-    ai, em = model.fit(), model.fit(algorithm="EM", tol=1e-10)
-    assert em.loglik == pytest.approx(ai.loglik, abs=1e-5)
+    ai = model.fit()
+    if ai.singular:
+        return
+    em = model.fit(algorithm="EM", tol=1e-9, max_iter=20000)
+    assert em.converged
+    assert em.loglik == pytest.approx(ai.loglik, abs=1e-7)
+    np.testing.assert_allclose(em.variance_components.estimate, ai.variance_components.estimate, rtol=1e-2)
 
 
 @settings(max_examples=20, deadline=None)

@@ -11,6 +11,7 @@ from formulaic import Formula
 
 from ..errors import DataError, FormulaSyntaxError, UnknownColumnError
 from ..formula.terms import ParsedFormula
+from .fixed import to_formulaic
 
 __all__ = ["ModelFrame", "model_frame", "required_columns"]
 
@@ -36,7 +37,7 @@ class ModelFrame:
 
 def _formula_variables(text: str, formula: str) -> set[str]:
     try:
-        return set(Formula(text).required_variables)
+        return set(Formula(to_formulaic(text)).required_variables)
     except Exception as exc:
         raise FormulaSyntaxError(f"formulaic cannot read '{text}': {exc}", formula) from None
 

@@ -17,7 +17,21 @@ from formulaic import Formula, ModelSpec
 
 from ..errors import DataError, FormulaSyntaxError, RankDeficiencyWarning
 
-__all__ = ["FixedDesign", "build_fixed", "r_style_name"]
+__all__ = ["FixedDesign", "build_fixed", "r_style_name", "to_formulaic"]
+
+_R_FACTOR = re.compile(r"\bfactor\(")
+
+
+def to_formulaic(text: str) -> str:
+    """Rewrite R idioms formulaic does not know: ``factor(x)`` becomes ``C(x)``."""
+    return _R_FACTOR.sub("C(", text)
+
+
+def _restore_r_calls(name: str, original: str) -> str:
+    """Name columns of ``factor(x)`` as R does (``factor(x)2``) when the user wrote ``factor``."""
+    if "factor(" in original:
+        name = name.replace("C(", "factor(")
+    return name
 
 _TREATMENT = re.compile(r"\[T\.([^\]]*)\]")
 _FULL = re.compile(r"\[([^\]]*)\]")
@@ -77,7 +91,7 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         Non-numeric or constant response, or a transform producing missing values.
     """
     try:
-        mm = Formula(f"{response} ~ {fixed}").get_model_matrix(frame, na_action="raise")
+        mm = Formula(to_formulaic(f"{response} ~ {fixed}")).get_model_matrix(frame, na_action="raise")
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "missing" in msg.lower() or "nan" in msg.lower():
@@ -103,6 +117,7 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
     X = np.asarray(rhs, dtype=float)
     full_names = [str(c) for c in rhs.columns]
     kept = _independent_columns(X)
+    full_names = [_restore_r_calls(c, fixed) for c in full_names]
     dropped = tuple(r_style_name(full_names[j]) for j in range(X.shape[1]) if j not in set(kept))
     if dropped:
         warnings.warn(

@@ -19,7 +19,7 @@ from formulaic import Formula
 
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError
 from ..formula.terms import RandomTerm
-from .fixed import r_style_name
+from .fixed import _restore_r_calls, r_style_name, to_formulaic
 
 __all__ = ["GroupingFactor", "RandomBlock", "grouping_factor", "build_random"]
 
@@ -149,7 +149,7 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
 
 def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[np.ndarray, tuple[str, ...]]:
     try:
-        mm = Formula(term.expr).get_model_matrix(frame, na_action="raise")
+        mm = Formula(to_formulaic(term.expr)).get_model_matrix(frame, na_action="raise")
     except Exception as exc:
         raise FormulaSyntaxError(
             f"formulaic cannot build the random term's left side '{term.expr}': {str(exc).splitlines()[0]}",
@@ -164,4 +164,4 @@ def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[n
             formula,
             term.position,
         )
-    return np.ascontiguousarray(Xk), tuple(r_style_name(str(c)) for c in mm.columns)
+    return np.ascontiguousarray(Xk), tuple(r_style_name(_restore_r_calls(str(c), term.expr)) for c in mm.columns)
