@@ -6,7 +6,6 @@
 """
 
 from .errors import (
-    BoundaryWarning,
     ConvergenceWarning,
     DataError,
     FormulaSyntaxError,
@@ -34,6 +33,5 @@ __all__ = [
     "LMMWarning",
     "RankDeficiencyWarning",
     "ConvergenceWarning",
-    "BoundaryWarning",
     "__version__",
 ]

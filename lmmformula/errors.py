@@ -17,7 +17,6 @@ __all__ = [
     "LMMWarning",
     "RankDeficiencyWarning",
     "ConvergenceWarning",
-    "BoundaryWarning",
 ]
 
 
@@ -77,6 +76,3 @@ class RankDeficiencyWarning(LMMWarning):
 class ConvergenceWarning(LMMWarning):
     """The REML/ML iterations stopped before meeting the convergence criterion."""
 
-
-class BoundaryWarning(LMMWarning):
-    """A variance parameter is estimated on the boundary of its space (singular fit)."""

@@ -43,7 +43,7 @@ class LMM:
     >>> fit = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", data).fit()  # doctest: +SKIP
     """
 
-    def __init__(self, formula: str, data, *, matrices: dict | None = None):
+    def __init__(self, formula: str, data):
         parsed = parse_formula(formula)
         if parsed.residual is not None:
             raise ModelSpecificationError(
@@ -103,9 +103,20 @@ class LMM:
         d = self.design
         covs = tuple(BlockCovariance(b.columns, b.correlated) for b in d.random)
         mme = MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, reml=method == "REML")
-        theta0 = np.concatenate([c.initial_theta() for c in covs]) if start is None else np.asarray(start, float)
-        if theta0.shape != (mme.n_theta,):
-            raise ModelSpecificationError(f"start must have {mme.n_theta} values (theta), got {theta0.shape}")
+        theta0 = np.concatenate([c.initial_theta() for c in covs])
+        if start is not None:
+            try:
+                theta0 = np.asarray(start, dtype=float).reshape(-1)
+            except (TypeError, ValueError):
+                theta0 = np.array([np.nan])
+            if theta0.shape != (mme.n_theta,) or not np.all(np.isfinite(theta0)):
+                raise ModelSpecificationError(
+                    f"start must be {mme.n_theta} finite numbers (theta: relative Cholesky factors in formula "
+                    f"order), got {start!r}")
+        if not (isinstance(tol, (int, float)) and np.isfinite(tol) and tol > 0):
+            raise ModelSpecificationError(f"tol must be a positive number, got {tol!r}")
+        if max_iter is not None and not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+            raise ModelSpecificationError(f"max_iter must be a positive integer, got {max_iter!r}")
         if max_iter is None:
             max_iter = 200 if algorithm == "AI" else 20000
         try:

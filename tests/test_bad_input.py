@@ -36,7 +36,15 @@ CASES = [
     ("two residual terms", "y ~ x + ar1(row) + ar1(col)", {}, lmf.FormulaSyntaxError, "two residual"),
     ("fa without k", "y ~ x + fa(0 + f | g)", {}, lmf.FormulaSyntaxError, "'fa'"),
     ("unknown structure", "y ~ x + (1 | ar2(g))", {}, lmf.FormulaSyntaxError, "ar2"),
-    ("too many parameters", "y ~ x + (1 + x + row + col | g)", {}, lmf.ModelSpecificationError, "simplify"),
+    ("too many parameters", "y ~ x + (1 + x + row + col | g2)", {"g2": np.tile(["a", "b"], 20)},
+     lmf.ModelSpecificationError, "simplify"),
+    ("random slope on a constant column", "y ~ x + (1 + c | g)", {"c": 1.0}, lmf.DataError,
+     "linearly dependent"),
+    ("more random effects than observations", "y ~ x + (1 + x | id)", {"id": np.arange(40) // 2}, lmf.DataError,
+     "40 random effects for 40 observations"),
+    ("transform gives NaN", "np.log(y) ~ x + (1 | g)", {}, lmf.DataError, "missing values"),
+    ("complex response", "yc ~ x + (1 | g)", {"yc": np.arange(40) * (1 + 1j)}, lmf.DataError, "numeric|complex"),
+    ("offset", "y ~ x + offset(x) + (1 | g)", {}, lmf.ModelSpecificationError, "offset"),
 ]
 
 
@@ -57,8 +65,15 @@ def test_empty_dataframe():
         lmf.LMM.from_formula("y ~ x + (1 | g)", pd.DataFrame({"y": [], "x": [], "g": []}))
 
 
+def test_duplicated_column_names(df):
+    data = pd.concat([df, df[["x"]]], axis=1)
+    with pytest.raises(lmf.DataError, match="more than one column named 'x'"):
+        lmf.LMM.from_formula("y ~ x + (1 | g)", data)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"method": "MLE"}, "method"), ({"algorithm": "NR"}, "algorithm"),
-                                           ({"start": [1.0, 2.0]}, "start")])
+                                           ({"start": [1.0, 2.0]}, "start"), ({"start": [np.nan]}, "start"),
+                                           ({"tol": "a"}, "tol"), ({"max_iter": 0}, "max_iter")])
 def test_bad_fit_options(df, kwargs, match):
     with pytest.raises(lmf.ModelSpecificationError, match=match):
         lmf.LMM.from_formula("y ~ x + (1 | g)", df).fit(**kwargs)

@@ -113,8 +113,7 @@ def test_conditional_sd_matches_lme4(fitted):
     """lme4's condVar is Var(u | y) at b = b_hat: sigma^2 Lk [Cvv^-1]_ll Lk' (fixed effects known)."""
     case, fit = fitted
     mme, ev = fit.mme, fit.evaluation
-    mme.evaluate(ev.theta)
-    S = mme._factor.selected_inverse()
+    S = mme.factor_at(ev.theta).selected_inverse()
     for group, ref in case["ranef"].items():
         base, cols = _our_columns(fit, group)
         got = []

@@ -66,6 +66,26 @@ class BlockCovariance:
             L[r, c] = value
         return L
 
+    def canonical(self, theta: np.ndarray) -> np.ndarray:
+        """Same covariance with non-negative diagonal: a column of ``Lk`` with a negative diagonal is negated.
+
+        ``Lk Lk'`` is unchanged by negating a column, so a step that carries a diagonal entry
+        through 0 is reflected instead of being clamped onto the bound.
+        """
+        theta = np.array(theta, dtype=float)
+        positions = self.theta_positions
+        for t, (r, c) in enumerate(positions):
+            if r == c and theta[t] < 0:
+                for u, (r2, c2) in enumerate(positions):
+                    if c2 == c:
+                        theta[u] = -theta[u]
+        return theta
+
+    def below_diagonal(self, t: int) -> list[int]:
+        """Theta indices below the diagonal entry ``t`` in the same column of ``Lk``."""
+        r, c = self.theta_positions[t]
+        return [u for u, (r2, c2) in enumerate(self.theta_positions) if c2 == c and r2 > r] if r == c else []
+
     def theta_from_relative(self, sigma_rel: np.ndarray) -> np.ndarray:
         """``theta`` with ``Lk Lk' = sigma_rel`` (nearest PSD matrix when it is not PD)."""
         S = 0.5 * (sigma_rel + sigma_rel.T)

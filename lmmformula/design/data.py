@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from formulaic import Formula
 
-from ..errors import DataError, FormulaSyntaxError, UnknownColumnError
+from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError, UnknownColumnError
 from ..formula.terms import ParsedFormula
 from .fixed import to_formulaic
 
@@ -26,13 +27,10 @@ class ModelFrame:
         A copy of the complete cases, restricted to the used columns.
     n_dropped : int
         Rows of the input dropped because a used column was missing.
-    row_index : pandas.Index
-        Labels of the kept rows in the caller's DataFrame.
     """
 
     data: pd.DataFrame
     n_dropped: int
-    row_index: pd.Index
 
 
 def _formula_variables(text: str, formula: str) -> set[str]:
@@ -81,6 +79,15 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
     if data.shape[0] == 0:
         raise DataError("the data frame has no rows; pass the data the model should be fitted to")
     columns = required_columns(parsed)
+    if re.search(r"\boffset\s*\(", parsed.formula):
+        raise ModelSpecificationError(
+            "offset() terms are not supported; subtract the offset from the response instead"
+        )
+    duplicated = [c for c in columns if (data.columns == c).sum() > 1]
+    if duplicated:
+        raise DataError(
+            f"the data has more than one column named '{duplicated[0]}'; rename the duplicates"
+        )
     missing = [c for c in columns if c not in data.columns]
     if missing:
         c = missing[0]
@@ -91,7 +98,8 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
     frame = data.loc[:, columns]
     for c in columns:
         col = frame[c]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        if (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+                and not pd.api.types.is_complex_dtype(col)):
             vals = col.to_numpy(dtype=float, na_value=np.nan)
             if np.isinf(vals).any():
                 where = frame.index[np.isinf(vals)][0]
@@ -107,4 +115,4 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
             "no row is complete in all of the columns " + ", ".join(map(repr, columns)) + "; check for missing values"
         )
     kept = frame.loc[complete].copy()
-    return ModelFrame(data=kept, n_dropped=int((~complete).sum()), row_index=kept.index)
+    return ModelFrame(data=kept, n_dropped=int((~complete).sum()))

@@ -28,9 +28,9 @@ def to_formulaic(text: str) -> str:
 
 
 def _restore_r_calls(name: str, original: str) -> str:
-    """Name columns of ``factor(x)`` as R does (``factor(x)2``) when the user wrote ``factor``."""
-    if "factor(" in original:
-        name = name.replace("C(", "factor(")
+    """Name columns of ``factor(x)`` as R does (``factor(x)2``): only the calls the user wrote as ``factor``."""
+    for arg in re.findall(r"\bfactor\(([^()]*)\)", original):
+        name = name.replace(f"C({arg})", f"factor({arg})")
     return name
 
 _TREATMENT = re.compile(r"\[T\.([^\]]*)\]")
@@ -94,7 +94,7 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         mm = Formula(to_formulaic(f"{response} ~ {fixed}")).get_model_matrix(frame, na_action="raise")
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "missing" in msg.lower() or "nan" in msg.lower():
+        if any(w in msg.lower() for w in ("missing", "nan", "null")):
             raise DataError(
                 f"evaluating the fixed part '{response} ~ {fixed}' produced missing values ({msg}); "
                 "check transforms such as log() of non-positive values"
@@ -102,13 +102,16 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         raise FormulaSyntaxError(f"formulaic cannot build the fixed part '{fixed}': {msg}", formula) from None
     lhs, rhs = mm.lhs, mm.rhs
     raw = frame[response] if response in frame.columns else None
-    numeric = raw is None or (pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw))
+    numeric = raw is None or (pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw)
+                              and not pd.api.types.is_complex_dtype(raw))
     if lhs.shape[1] != 1 or not numeric:
         got = raw.dtype if raw is not None else f"{lhs.shape[1]} columns"
         raise DataError(
             f"the response '{response}' must be one numeric column, got {got}; "
             "convert it with pd.to_numeric or choose a numeric response"
         )
+    if np.iscomplexobj(np.asarray(lhs)):
+        raise DataError(f"the response '{response}' is complex; a linear mixed model needs a real response")
     y = np.asarray(lhs, dtype=float).ravel()
     if not np.all(np.isfinite(y)):
         raise DataError(f"the response '{response}' has non-finite values after transformation")

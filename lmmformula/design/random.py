@@ -80,11 +80,18 @@ class RandomBlock:
         return self.factor.n_levels
 
 
+def _label(value) -> str:
+    """Level label as R prints it: integral floats without a trailing '.0'."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
     if isinstance(col.dtype, pd.CategoricalDtype):
         col = col.cat.remove_unused_categories()
     codes, uniques = pd.factorize(col, sort=True)
-    return codes.astype(np.int64), [str(u) for u in uniques]
+    return codes.astype(np.int64), [_label(u) for u in uniques]
 
 
 def grouping_factor(frame: pd.DataFrame, variables: tuple[str, ...], name: str) -> GroupingFactor:
@@ -138,6 +145,12 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
                 "with repeated observations"
             )
         m = Xk.shape[1]
+        if factor.n_levels * m >= n:
+            raise DataError(
+                f"the term '({term.expr} | {group_name})' has {factor.n_levels * m} random effects for {n} "
+                "observations, so its variances cannot be separated from the residual variance; "
+                "simplify the term or use a grouping with more observations per level"
+            )
         rows = np.repeat(np.arange(n), m)
         cols = (factor.codes[:, None] * m + np.arange(m)[None, :]).ravel()
         Z = sp.csc_matrix((Xk.ravel(), (rows, cols)), shape=(n, factor.n_levels * m))
@@ -157,6 +170,13 @@ def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[n
             term.position,
         ) from None
     Xk = np.asarray(mm, dtype=float)
+    names = tuple(r_style_name(_restore_r_calls(str(c), term.expr)) for c in mm.columns)
+    if Xk.shape[1] > 1 and np.linalg.matrix_rank(Xk) < Xk.shape[1]:
+        raise DataError(
+            f"the columns {', '.join(names)} of the random term '({term.expr} | {term.group_name})' are "
+            "linearly dependent (e.g. a constant covariate next to the intercept), so their variances are "
+            "not identifiable; remove the redundant column from the term"
+        )
     if Xk.shape[1] == 0:
         raise FormulaSyntaxError(
             f"the random term '({term.expr} | {term.group_name})' has no columns; "
@@ -164,4 +184,4 @@ def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[n
             formula,
             term.position,
         )
-    return np.ascontiguousarray(Xk), tuple(r_style_name(_restore_r_calls(str(c), term.expr)) for c in mm.columns)
+    return np.ascontiguousarray(Xk), names

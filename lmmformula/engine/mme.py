@@ -68,7 +68,6 @@ class Derivatives:
     gradient: np.ndarray     # d deviance / d theta
     ai: np.ndarray           # average information (log-likelihood scale), Schur complement over sigma^2
     selected_inverse: object  # Cvv^-1 on the pattern of its factor (sparse) or in full (dense)
-    em_theta: np.ndarray     # theta after one EM step from this point
 
 
 class MixedModelEquations:
@@ -111,6 +110,7 @@ class MixedModelEquations:
         self._cvv_pattern = cpat
         self._cvv_keys = self._keys(cpat)
         self._factor = None
+        self._factor_theta = None
         self._dense_below = dense_below
         self._pairs = self._theta_pairs()
 
@@ -177,25 +177,47 @@ class MixedModelEquations:
         return pairs
 
     # ---- evaluation ------------------------------------------------------------------------
-    def cvv(self, theta: np.ndarray) -> sp.csc_matrix:
+    def canonical(self, theta: np.ndarray) -> np.ndarray:
+        """Theta with every diagonal entry of every ``Lk`` non-negative (same covariance)."""
+        theta = np.array(theta, dtype=float)
+        for k, cov in enumerate(self.covariances):
+            t0, t1 = self.theta_offsets[k], self.theta_offsets[k + 1]
+            theta[t0:t1] = cov.canonical(theta[t0:t1])
+        return theta
+
+    def below_diagonal(self, i: int) -> list[int]:
+        """Global theta indices below diagonal entry ``i`` in its column of ``Lk``."""
+        k = int(np.searchsorted(self.theta_offsets, i, side="right") - 1)
+        t0 = self.theta_offsets[k]
+        return [t0 + u for u in self.covariances[k].below_diagonal(i - t0)]
+
+    def cvv(self, theta: np.ndarray, lam: sp.csc_matrix | None = None) -> sp.csc_matrix:
         """``Lam'Z'Z Lam + I`` on its fixed pattern."""
-        lam = self.lam(theta)
+        lam = self.lam(theta) if lam is None else lam
         M = (lam.T @ self.ZtZ @ lam + sp.identity(self.q, format="csc"))
         return self._scatter(M, self._cvv_pattern, self._cvv_keys)
 
-    def factorize(self, theta: np.ndarray):
-        A = self.cvv(theta)
+    def factorize(self, theta: np.ndarray, lam: sp.csc_matrix | None = None):
+        """Factor ``Cvv`` at ``theta`` (numeric refactorization after the first call)."""
+        A = self.cvv(theta, lam)
         if self._factor is None:
             self._factor = make_factor(A, self._dense_below)
         else:
             self._factor.refactor(A)
+        self._factor_theta = np.array(theta, dtype=float)
+        return self._factor
+
+    def factor_at(self, theta: np.ndarray):
+        """The factorization of ``Cvv`` at ``theta``, refactoring only when it holds another theta."""
+        if self._factor_theta is None or not np.array_equal(self._factor_theta, theta):
+            self.factorize(theta)
         return self._factor
 
     def evaluate(self, theta: np.ndarray) -> Evaluation:
         """Solve the MME and compute the profiled objective at ``theta`` (eq. in module docstring)."""
         theta = np.asarray(theta, dtype=float)
         lam = self.lam(theta)
-        fac = self.factorize(theta)
+        fac = self.factorize(theta, lam)
         CvB = np.asarray(lam.T @ self.ZtX)
         rhs_v = lam.T @ self.Zty
         cv = fac.solve(rhs_v)
@@ -234,7 +256,7 @@ class MixedModelEquations:
         """
         lam = self.lam(ev.theta)
         rv = lam.T @ (self.Z.T @ Q)
-        cv = self._factor.solve(rv)
+        cv = self.factor_at(ev.theta).solve(rv)
         if self.reml and self.p:
             rb = self.X.T @ Q - ev.B.T @ rv
             bq = scipy.linalg.cho_solve((ev.schur_chol, True), rb)
@@ -278,14 +300,13 @@ class MixedModelEquations:
         variates ``q_i = dV_i P y = Z (Lam_i v + Lam Lam_i' Z'e)`` (Gilmour, Thompson & Cullis 1995),
         ``AI_ij = q_i' P q_j / 2``, with ``sigma^2`` eliminated by a Schur complement.
         """
-        S = self._factor.selected_inverse()
+        S = self.factor_at(ev.theta).selected_inverse()
         trace, quad, Q = self._score_terms(ev, S)
         grad = 2.0 * trace - 2.0 * quad / ev.sigma2
         PQ = self.project(ev, Q)
         eQ = ev.resid @ Q
         ai = (Q.T @ PQ - np.outer(eQ, eQ) / ev.pwrss) / (2.0 * ev.sigma2)
-        return Derivatives(gradient=grad, ai=0.5 * (ai + ai.T), selected_inverse=S,
-                           em_theta=self._em_theta(ev, S))
+        return Derivatives(gradient=grad, ai=0.5 * (ai + ai.T), selected_inverse=S)
 
     def _score_terms(self, ev: Evaluation, S):
         """``tr(S_v. W~'Z Lam_i)``, ``(Z'e)' Lam_i v`` and the working variates for every theta_i."""
@@ -314,7 +335,7 @@ class MixedModelEquations:
     def profiled_gradient(self, theta: np.ndarray) -> np.ndarray:
         """Gradient of the profiled deviance at ``theta`` (no AI, no EM step)."""
         ev = self.evaluate(theta)
-        trace, quad, _ = self._score_terms(ev, self._factor.selected_inverse())
+        trace, quad, _ = self._score_terms(ev, self.factor_at(theta).selected_inverse())
         return 2.0 * trace - 2.0 * quad / ev.sigma2
 
     def full_gradient(self, theta: np.ndarray, sigma2: float) -> np.ndarray:
@@ -324,16 +345,18 @@ class MixedModelEquations:
         not depend on ``sigma^2``) and ``d/dsigma^2 = dof / sigma^2 - r2 / sigma^4``.
         """
         ev = self.evaluate(theta)
-        trace, quad, _ = self._score_terms(ev, self._factor.selected_inverse())
+        trace, quad, _ = self._score_terms(ev, self.factor_at(theta).selected_inverse())
         dof = self.n - self.p if self.reml else self.n
         return np.append(2.0 * trace - 2.0 * quad / sigma2, dof / sigma2 - ev.pwrss / sigma2**2)
 
-    def _em_theta(self, ev: Evaluation, S) -> np.ndarray:
+    def em_theta(self, ev: Evaluation, S=None) -> np.ndarray:
         """One EM step (the seed's EM-REML generalised to blocks).
 
         For term k: ``Sigma_new = Lk [ (1/L) sum_l (v_l v_l' + sigma^2 C^vv_ll) ] Lk'``, and
         ``sigma^2_new = r2 / (n - p)`` (REML; ``r2 / n`` for ML), then ``theta = chol(Sigma_new / sigma^2_new)``.
         """
+        if S is None:
+            S = self.factor_at(ev.theta).selected_inverse()
         out = np.empty(self.n_theta)
         for k, (blk, cov) in enumerate(zip(self.blocks, self.covariances)):
             t0, t1 = self.theta_offsets[k], self.theta_offsets[k + 1]

@@ -1,17 +1,25 @@
 """Variance-parameter estimation: EM-REML first steps, then average-information (AI) Newton steps.
 
-The iteration works on theta (relative Cholesky factors, diagonal >= 0) with
-sigma^2 profiled out.  Each AI step solves ``AI d = s`` (``s`` the score,
-``AI`` the average information of Gilmour, Thompson & Cullis 1995, a
-Fisher-scoring matrix), projects onto the bounds and halves the step until
-the objective improves.  Where the AI matrix is a poor model of the
-curvature (ridges near a singular covariance matrix, where AI steps zig-zag
-or fail), the step is a Newton-Raphson step on the observed Hessian, taken
-by central differences of the analytic gradient, with its eigenvalues made
-positive.  When no step helps, an EM step (which cannot decrease the
-likelihood) is taken instead.  Parameters on their bound whose
-gradient points outside are held there (an active set); a variance held at 0
-is released when a small positive value improves the objective.
+The iteration works on theta (relative Cholesky factors) with sigma^2 profiled
+out.  Each AI step solves ``AI d = s`` (``s`` the score, ``AI`` the average
+information of Gilmour, Thompson & Cullis 1995, a Fisher-scoring matrix) and
+halves the step until the objective improves.  A step that carries a
+diagonal entry of a factor through 0 is reflected (the column is negated,
+which leaves the covariance unchanged), so the bound ``Lk[j, j] >= 0`` never
+stops a step half-way.
+
+When the AI matrix models the curvature poorly (two steps whose gain differs
+from the predicted gain by more than a factor of 4, typical on ridges near a
+singular covariance matrix where AI steps zig-zag, or an AI step that cannot
+improve the objective), the remaining steps are Newton-Raphson steps on the
+observed Hessian, taken by central differences of the analytic gradient, with
+its eigenvalues made positive.  When no step helps, an EM step (which cannot
+decrease the likelihood) is taken instead.
+
+Entries within 1e-4 of 0 are put on 0 when that does not worsen the objective
+(scoring approaches a zero variance only geometrically); a variance held at 0
+is released when a small positive value, with either sign of the entries
+below it, improves the objective.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ import numpy as np
 from .factor import NotPositiveDefinite
 from .mme import Evaluation, MixedModelEquations
 
-__all__ = ["IterationRecord", "OptimizerResult", "fit_variance_parameters"]
+__all__ = ["IterationRecord", "OptimizerResult", "fit_variance_parameters", "SINGULAR_TOL"]
+
+SINGULAR_TOL = 1e-4  # a diagonal entry of Lk below this is a singular fit (lme4's isSingular tolerance)
 
 
 @dataclass(frozen=True)
@@ -31,7 +41,7 @@ class IterationRecord:
     """One line of the iteration history."""
 
     iteration: int
-    algorithm: str      # "EM", "AI" or "NR" (Newton-Raphson on the observed Hessian)
+    algorithm: str      # "start", "EM", "AI", "NR" (Newton-Raphson on the observed Hessian) or "release"
     loglik: float
     step: float         # step length actually taken (1 = full step)
     theta: tuple[float, ...]
@@ -46,6 +56,7 @@ class OptimizerResult:
     criterion: float          # final Newton decrement s' AI^-1 s on the free parameters
     at_boundary: tuple[int, ...] = field(default_factory=tuple)
     message: str = ""
+    tol: float = 1e-8
 
 
 def _solve_psd(A: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -71,17 +82,20 @@ def _newton_direction(mme: MixedModelEquations, theta: np.ndarray, gradient: np.
     w = np.maximum(np.abs(w), 1e-8 * max(float(np.abs(w).max()), 1e-300))
     out = np.zeros_like(theta)
     out[idx] = -V @ ((V.T @ gradient[idx]) / w)
-    mme.evaluate(theta)
     return out
 
 
-def _line_search(mme: MixedModelEquations, ev: Evaluation, direction: np.ndarray, lower: np.ndarray):
-    """Halve the projected step until the deviance does not increase; None when no step helps."""
+def _line_search(mme: MixedModelEquations, ev: Evaluation, direction: np.ndarray):
+    """Halve the step until the deviance does not increase; None when no step helps.
+
+    A step that carries a diagonal entry of some ``Lk`` through 0 is reflected (the column is
+    negated, which leaves the covariance unchanged) rather than clamped onto the bound.
+    """
     scale = float(np.max(np.abs(direction), initial=0.0))
     cap = max(1.0, float(np.max(np.abs(ev.theta), initial=0.0)))
     t = min(1.0, cap / scale) if scale > 0 else 1.0
     for _ in range(30):
-        cand = np.maximum(ev.theta + t * direction, lower)
+        cand = mme.canonical(ev.theta + t * direction)
         try:
             trial = mme.evaluate(cand)
         except NotPositiveDefinite:
@@ -118,18 +132,19 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
     if algorithm == "EM":
         em_steps = max_iter
     lower = mme.lower
-    theta = np.maximum(np.asarray(theta0, dtype=float), lower)
+    theta = mme.canonical(np.asarray(theta0, dtype=float))
     ev = mme.evaluate(theta)
     history: list[IterationRecord] = []
-    released: set[int] = set()
+    releases: dict[int, int] = {}
     converged, crit, message = False, np.inf, ""
+    newton_mode, poor_ai = False, 0
 
     def log(it, alg, e, step):
         rec = IterationRecord(it, alg, -0.5 * e.deviance, step, tuple(float(x) for x in e.theta))
         history.append(rec)
         if verbose:
             pars = " ".join(f"{x:.6g}" for x in e.theta)
-            printer(f"iter {it:3d}  {alg}  logL {rec.loglik:.8f}  step {step:.4g}  theta [{pars}]")
+            printer(f"iter {it:3d}  {alg:>7}  logL {rec.loglik:.8f}  step {step:.4g}  theta [{pars}]")
 
     log(0, "start", ev, 0.0)
     it = 0
@@ -138,14 +153,15 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         it += 1
         der = mme.derivatives(ev)
         score = -0.5 * der.gradient
-        at_bound = (theta <= lower) & (score <= 0)
-        free = ~at_bound
+        # a variance exactly at 0 has zero score and zero information: hold it (released below)
+        held = (theta <= lower) & (score <= 0)
+        free = ~held
         direction = np.zeros_like(theta)
         if free.any():
             direction[free] = _solve_psd(der.ai[np.ix_(free, free)], score[free])
         crit = float(score[free] @ direction[free]) if free.any() else 0.0
         if (it > em_steps or algorithm == "EM") and crit < tol and last_change < tol:
-            newly = _release_boundary(mme, ev, at_bound, released)
+            newly = _release_boundary(mme, ev, held, releases)
             if newly is None:
                 converged = True
                 break
@@ -155,25 +171,29 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
             continue
         new_ev, step, alg = None, 0.0, "AI"
         if it > em_steps:
-            slow = it > em_steps + 4 and last_change > tol
-            if not slow:
-                new_ev, step = _line_search(mme, ev, direction, lower)
-            if new_ev is None or slow:
+            if not newton_mode:
+                new_ev, step = _line_search(mme, ev, direction)
+                if new_ev is not None and crit > 1e-6:
+                    predicted = (step - 0.5 * step**2) * crit
+                    ratio = 0.5 * (ev.deviance - new_ev.deviance) / predicted
+                    poor_ai = poor_ai + 1 if not 0.25 <= ratio <= 4.0 else 0
+                    newton_mode = poor_ai >= 2 or it > em_steps + 20
+            if new_ev is None or newton_mode:
                 alg = "NR"
                 newton = _newton_direction(mme, theta, der.gradient, free)
-                new_ev, step = _line_search(mme, ev, newton, lower)
+                new_ev, step = _line_search(mme, ev, newton)
         if new_ev is None:
             alg = "EM"
-            new_ev, step = mme.evaluate(np.maximum(der.em_theta, lower)), 1.0
+            new_ev, step = mme.evaluate(mme.canonical(mme.em_theta(ev, der.selected_inverse))), 1.0
         new_ev = _snap_to_bound(mme, new_ev)
         last_change = abs(ev.deviance - new_ev.deviance) / 2.0
         ev, theta = new_ev, new_ev.theta
         log(it, alg, ev, step)
     else:
         message = f"stopped after {max_iter} iterations"
-    bounds = tuple(int(i) for i in np.flatnonzero((theta <= lower) & np.isfinite(lower)))
+    bounds = tuple(int(i) for i in np.flatnonzero(np.isfinite(lower) & (theta <= lower + SINGULAR_TOL)))
     return OptimizerResult(theta=theta, converged=converged, n_iter=it, history=tuple(history),
-                           criterion=crit, at_boundary=bounds, message=message)
+                           criterion=crit, at_boundary=bounds, message=message, tol=tol)
 
 
 def _snap_to_bound(mme: MixedModelEquations, ev: Evaluation, small: float = 1e-4) -> Evaluation:
@@ -190,21 +210,30 @@ def _snap_to_bound(mme: MixedModelEquations, ev: Evaluation, small: float = 1e-4
     trial = mme.evaluate(cand)
     if trial.deviance <= ev.deviance + 1e-10:
         return trial
-    mme.evaluate(ev.theta)
     return ev
 
 
-def _release_boundary(mme: MixedModelEquations, ev: Evaluation, at_bound: np.ndarray,
-                      released: set[int]) -> Evaluation | None:
-    """Move a parameter off its bound when a small positive value improves the objective."""
-    for i in np.flatnonzero(at_bound):
-        if i in released:
+def _release_boundary(mme: MixedModelEquations, ev: Evaluation, held: np.ndarray,
+                      releases: dict[int, int], max_releases: int = 3) -> Evaluation | None:
+    """Move a held variance off 0 when a small positive value improves the objective.
+
+    With ``Lk[j, j] = 0`` the sign of the entries below it in column j does not change the
+    covariance, but it does once ``Lk[j, j] > 0``: both signs are tried.
+    """
+    for i in np.flatnonzero(held):
+        if releases.get(int(i), 0) >= max_releases:
             continue
-        released.add(int(i))
+        releases[int(i)] = releases.get(int(i), 0) + 1
+        below = mme.below_diagonal(int(i))
         for delta in (1e-2, 1e-4):
-            cand = ev.theta.copy()
-            cand[i] = mme.lower[i] + delta
-            trial = mme.evaluate(cand)
-            if trial.deviance < ev.deviance - 1e-10:
-                return trial
+            for sign in (1.0, -1.0):
+                cand = ev.theta.copy()
+                cand[i] = mme.lower[i] + delta
+                cand[below] *= sign
+                trial = mme.evaluate(cand)
+                if trial.deviance < ev.deviance - 1e-10:
+                    return trial
+                if not below:
+                    break
+    mme.factor_at(ev.theta)
     return None

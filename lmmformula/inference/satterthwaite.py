@@ -28,7 +28,7 @@ class SatterthwaiteState:
 
     vcov: np.ndarray            # Cov(b) at the optimum (p x p)
     jacobian: np.ndarray        # d Cov(b) / d psi_i, shape (k, p, p)
-    A: np.ndarray               # asymptotic covariance of psi_hat = 2 H^-1 (k x k)
+    A: np.ndarray               # asymptotic covariance of psi_hat = 2 H^-1 (k x k); NaN if H is indefinite
 
 
 def _step(x: float) -> float:
@@ -61,8 +61,12 @@ def satterthwaite_state(mme: MixedModelEquations, theta: np.ndarray, sigma2: flo
         H[:, i] = (grad(psi + e) - grad(psi - e)) / (2.0 * h)
     H = 0.5 * (H + H.T)
     w, V = np.linalg.eigh(H)
-    good = w > 1e-10 * max(abs(w).max(), 1e-300)
-    A = 2.0 * (V[:, good] / w[good]) @ V[:, good].T
+    scale = max(abs(w).max(), 1e-300)
+    if w.min() < -1e-6 * scale:
+        A = np.full((k, k), np.nan)  # not at a maximum: the df are undefined
+    else:
+        good = w > 1e-10 * scale
+        A = 2.0 * (V[:, good] / w[good]) @ V[:, good].T
     Sinv = _schur_inverse(mme, theta)
     jac = np.empty((k, mme.p, mme.p))
     for i in range(k - 1):
@@ -82,5 +86,5 @@ def contrast_df(state: SatterthwaiteState, L: np.ndarray) -> tuple[np.ndarray, n
     g = np.einsum("rp,kpq,rq->rk", L, state.jacobian, L)
     denom = np.einsum("rk,kl,rl->r", g, state.A, g)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(denom > 0, 2.0 * var**2 / denom, np.inf)
+        df = np.where(np.isnan(denom), np.nan, np.where(denom > 0, 2.0 * var**2 / denom, np.inf))
     return var, df

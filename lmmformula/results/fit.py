@@ -91,7 +91,8 @@ class FitResult:
 
     @property
     def singular(self) -> bool:
-        """True when a variance is estimated as 0 or a covariance matrix is singular (lme4's isSingular)."""
+        """True when a diagonal entry of a relative Cholesky factor is below 1e-4 (lme4's isSingular):
+        a variance estimated as 0, or a covariance matrix of a term that is singular."""
         return len(self.optimizer.at_boundary) > 0
 
     # ---- fixed effects --------------------------------------------------------------------
@@ -136,15 +137,17 @@ class FitResult:
     def _variance_parameter_cov(self) -> np.ndarray:
         ai = variance_information(self.mme, self.evaluation)
         w, V = np.linalg.eigh(ai)
-        good = w > 1e-12 * w.max()
-        return (V[:, good] / w[good]) @ V[:, good].T
+        if w.min() <= 1e-12 * w.max():
+            return np.full(ai.shape, np.nan)  # some parameter is not identified: no standard errors
+        return (V / w) @ V.T
 
     @cached_property
     def variance_components(self) -> pd.DataFrame:
         """One row per covariance parameter: term, parameter, estimate, std_error.
 
         Standard errors come from the inverse average-information matrix in the
-        (variance, covariance) parameterisation; they are asymptotic and poor near 0.
+        (variance, covariance) parameterisation; they are asymptotic and poor near 0,
+        and NaN when that matrix is singular (a parameter not identified by the data).
         """
         rows = []
         for k, (blk, cov) in enumerate(zip(self.mme.blocks, self.mme.covariances)):
@@ -161,16 +164,18 @@ class FitResult:
     def _pev_blocks(self, k: int) -> np.ndarray:
         """Per-level PEV blocks ``Var(u_l - u_hat_l)``: ``sigma^2 Lk [C*^-1]_vv,ll Lk'`` (fixed effects absorbed)."""
         mme, ev = self.mme, self.evaluation
-        S = mme._factor.selected_inverse()
-        blocks = mme.level_blocks(ev, S, k, reml=True)
+        blocks = mme.level_blocks(ev, self._selected_inverse, k, reml=True)
         cov = mme.covariances[k]
         t0, t1 = mme.theta_offsets[k], mme.theta_offsets[k + 1]
         L = cov.factor(ev.theta[t0:t1])
         return self.sigma2 * np.einsum("ab,lbc,dc->lad", L, blocks, L)
 
     @cached_property
+    def _selected_inverse(self):
+        return self.mme.factor_at(self.evaluation.theta).selected_inverse()
+
+    @cached_property
     def _pev(self) -> list[np.ndarray]:
-        self.mme.evaluate(self.evaluation.theta)  # make sure the factor holds the final theta
         return [self._pev_blocks(k) for k in range(len(self.mme.blocks))]
 
     @cached_property

@@ -44,10 +44,10 @@ class Summary:
     def _convergence_line(self) -> str:
         fit, opt = self.fit, self.fit.optimizer
         algs = [h.algorithm for h in opt.history[1:]]
-        n_em, n_ai = algs.count("EM"), algs.count("AI")
+        counts = ", ".join(f"{algs.count(a)} {a}" for a in ("EM", "AI", "NR") if algs.count(a))
         state = "converged" if fit.converged else "did NOT converge"
-        return (f"{fit.method} {state} in {fit.n_iter} iterations ({n_ai} AI, {n_em} EM); "
-                f"criterion s'AI^-1 s = {opt.criterion:.2e} (tolerance 1e-8)")
+        return (f"{fit.method} {state} in {fit.n_iter} iterations ({counts}); "
+                f"criterion s'AI^-1 s = {opt.criterion:.2e} (tolerance {opt.tol:g})")
 
     def as_text(self) -> str:
         fit = self.fit
