@@ -48,10 +48,27 @@ def test_objective_at_fixed_theta(fitted):
         assert ours == pytest.approx(point["value"], rel=1e-8)
 
 
+def _lme4_at_our_optimum(case, fit) -> bool:
+    """False when lme4's optimizers stopped at a worse point than ours (the hard cases).
+
+    Then the comparison of estimates does not apply; what is checked instead is that our optimum is
+    strictly better, while test_objective_at_fixed_theta checks our objective at lme4's point.
+    """
+    if abs(fit.loglik - case["loglik"]) < 1e-4:
+        return True
+    assert "optimizer" in case, "only the hard cases may differ from lme4's optimum"
+    assert fit.loglik > case["loglik"] + 1e-4
+    return False
+
+
 def test_optimum(fitted):
     case, fit = fitted
     assert fit.converged
     assert fit.n_obs == case["nobs"]
+    if "best_known_loglik" in case:
+        assert fit.loglik == pytest.approx(case["best_known_loglik"], abs=1e-5)
+    if not _lme4_at_our_optimum(case, fit):
+        return
     assert fit.loglik == pytest.approx(case["loglik"], abs=1e-5)
     assert fit.aic == pytest.approx(case["aic"], abs=1e-4)
     assert fit.bic == pytest.approx(case["bic"], abs=1e-4)
@@ -61,6 +78,8 @@ def test_optimum(fitted):
 
 def test_fixed_effects(fitted):
     case, fit = fitted
+    if not _lme4_at_our_optimum(case, fit):
+        return
     fe = fit.fixed_effects
     assert list(fe.index) == list(case["fixef"])
     np.testing.assert_allclose(fe["estimate"], list(case["fixef"].values()), rtol=1e-5, atol=1e-7)
@@ -70,6 +89,8 @@ def test_fixed_effects(fitted):
 
 def test_variance_components(fitted):
     case, fit = fitted
+    if not _lme4_at_our_optimum(case, fit):
+        return
     vc = fit.variance_components
     terms = [b.name for b in fit.mme.blocks]
     for row in case["varcorr"]:
@@ -99,6 +120,8 @@ def _our_columns(fit, group):
 
 def test_random_effects(fitted):
     case, fit = fitted
+    if not _lme4_at_our_optimum(case, fit):
+        return
     for group, ref in case["ranef"].items():
         base, cols = _our_columns(fit, group)
         levels = [level_to_ours(lv, group, base) for lv in ref["levels"]]
@@ -112,6 +135,8 @@ def test_random_effects(fitted):
 def test_conditional_sd_matches_lme4(fitted):
     """lme4's condVar is Var(u | y) at b = b_hat: sigma^2 Lk [Cvv^-1]_ll Lk' (fixed effects known)."""
     case, fit = fitted
+    if not _lme4_at_our_optimum(case, fit):
+        return
     mme, ev = fit.mme, fit.evaluation
     S = mme.factor_at(ev.theta).selected_inverse()
     for group, ref in case["ranef"].items():
@@ -137,10 +162,21 @@ def test_em_reaches_the_ai_optimum():
 
 
 def test_satterthwaite_df_matches_lmertest(fitted):
-    """Satterthwaite df, t and p of every coefficient against lmerTest's summary."""
+    """Satterthwaite df, t and p of every coefficient against lmerTest's summary.
+
+    On the unscaled hard cases lmerTest's numerical Hessian is inaccurate; the slope's df is
+    invariant to centring x, so it is compared with lmerTest on the centred data.
+    """
     case, fit = fitted
+    if not _lme4_at_our_optimum(case, fit):
+        return
     ref = case["satterthwaite"]
     fe = fit.fixed_effects
+    if "satterthwaite_centred" in case:
+        ref = case["satterthwaite_centred"]
+        assert fe.loc["x", "df"] == pytest.approx(ref["df"]["x"], rel=1e-3)
+        assert fe.loc["x", "t_value"] == pytest.approx(ref["t"]["x"], rel=1e-4)
+        return
     names = list(ref["df"])
     np.testing.assert_allclose(fe.loc[names, "df"], [ref["df"][n] for n in names], rtol=1e-3)
     np.testing.assert_allclose(fe.loc[names, "t_value"], [ref["t"][n] for n in names], rtol=1e-4)
