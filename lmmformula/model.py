@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .covariance import BlockCovariance
+from .covariance.residual import ResidualStructure, build_residual
 from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_frame
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
 from .errors import ConvergenceWarning, ModelSpecificationError
@@ -24,6 +25,7 @@ class Design:
     parsed: ParsedFormula
     fixed: FixedDesign
     random: tuple[RandomBlock, ...]
+    residual: ResidualStructure | None
     n_dropped: int
 
 
@@ -45,27 +47,25 @@ class LMM:
 
     def __init__(self, formula: str, data):
         parsed = parse_formula(formula)
-        if parsed.residual is not None:
+        if not parsed.random and parsed.residual is None:
             raise ModelSpecificationError(
-                f"the residual structure '{parsed.residual.text}' is part of the formula language, but this "
-                "version fits only independent residuals (R = sigma^2 I); remove the term (issue #3)"
-            )
-        if not parsed.random:
-            raise ModelSpecificationError(
-                f"'{formula}' has no random term; add one such as '(1 | group)', or use an ordinary "
-                "least-squares routine for a model without random effects"
+                f"'{formula}' has no random term and no residual structure; add one such as '(1 | group)' or "
+                "'ar1(row):ar1(col)', or use an ordinary least-squares routine"
             )
         frame = model_frame(data, parsed)
         fixed = build_fixed(frame.data, parsed.response, parsed.fixed, formula)
         random = build_random(frame.data, parsed.random, formula)
+        residual = build_residual(frame.data, parsed.residual) if parsed.residual is not None else None
         n_theta = sum(b.n_columns * (b.n_columns + 1) // 2 if b.correlated else b.n_columns for b in random)
+        n_theta += residual.n_params if residual is not None else 0
         if fixed.X.shape[1] + n_theta + 1 > fixed.y.size:
             raise ModelSpecificationError(
                 f"the model has {fixed.X.shape[1]} fixed effects and {n_theta + 1} covariance parameters but "
                 f"only {fixed.y.size} observations; simplify the model"
             )
         self.formula = formula
-        self.design = Design(parsed=parsed, fixed=fixed, random=random, n_dropped=frame.n_dropped)
+        self.design = Design(parsed=parsed, fixed=fixed, random=random, residual=residual,
+                             n_dropped=frame.n_dropped)
 
     @classmethod
     def from_formula(cls, formula: str, data, **kwargs) -> "LMM":
@@ -102,17 +102,18 @@ class LMM:
             raise ModelSpecificationError(f"algorithm must be 'AI' or 'EM', got {algorithm!r}")
         d = self.design
         covs = tuple(BlockCovariance(b.columns, b.correlated) for b in d.random)
-        mme = MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, reml=method == "REML")
-        theta0 = np.concatenate([c.initial_theta() for c in covs])
+        mme = MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, d.residual, reml=method == "REML")
+        theta0 = np.concatenate([c.initial_theta() for c in covs]
+                                + [d.residual.initial_eta() if d.residual is not None else np.zeros(0)])
         if start is not None:
             try:
                 theta0 = np.asarray(start, dtype=float).reshape(-1)
             except (TypeError, ValueError):
                 theta0 = np.array([np.nan])
-            if theta0.shape != (mme.n_theta,) or not np.all(np.isfinite(theta0)):
+            if theta0.shape != (mme.n_params,) or not np.all(np.isfinite(theta0)):
                 raise ModelSpecificationError(
-                    f"start must be {mme.n_theta} finite numbers (theta: relative Cholesky factors in formula "
-                    f"order), got {start!r}")
+                    f"start must be {mme.n_params} finite numbers (theta: relative Cholesky factors in formula "
+                    f"order, then atanh of residual correlations), got {start!r}")
         if not (isinstance(tol, (int, float)) and np.isfinite(tol) and tol > 0):
             raise ModelSpecificationError(f"tol must be a positive number, got {tol!r}")
         if max_iter is not None and not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):

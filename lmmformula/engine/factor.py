@@ -71,6 +71,9 @@ class DenseFactor:
 
     def refactor(self, A) -> None:
         dense = A.toarray() if sp.issparse(A) else np.asarray(A, dtype=float)
+        if self.n == 0:  # no random effects: an empty block
+            self._cho = (dense, True)
+            return
         try:
             self._cho = scipy.linalg.cho_factor(dense, lower=True, check_finite=True)
         except (np.linalg.LinAlgError, ValueError):

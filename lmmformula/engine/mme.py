@@ -1,6 +1,7 @@
 """Henderson's mixed model equations in scaled form, and the REML/ML objective.
 
-With ``V = sigma^2 (Z Lam Lam' Z' + I)`` (``G = sigma^2 Lam Lam'``, ``R = sigma^2 I``)
+With ``V = sigma^2 (Z Lam Lam' Z' + R~)`` (``G = sigma^2 Lam Lam'``, ``R = sigma^2 R~``, ``W = R~^-1``
+sparse; ``W = I`` for independent residuals; below ``Z'Z`` stands for ``Z'WZ`` and so on)
 and ``u = Lam v``, Henderson's MME
 
     [X'R^-1X  X'R^-1Z       ] [b]   [X'R^-1y]
@@ -18,10 +19,13 @@ dense ``p x p`` Schur complement ``Sb = X'X - X'Z Lam Cvv^-1 Lam'Z'X``.
 
 Objective (profiled over sigma^2, lme4's constants; Bates et al. 2015 eqs. 34, 41):
 
-    REML: -2 l = log|Cvv| + log|Sb| + (n-p) [1 + log(2 pi r2 / (n-p))]
-    ML:   -2 l = log|Cvv|           +  n    [1 + log(2 pi r2 / n)]
+    REML: -2 l = log|Cvv| + log|Sb| + log|R~| + (n-p) [1 + log(2 pi r2 / (n-p))]
+    ML:   -2 l = log|Cvv|           + log|R~| +  n    [1 + log(2 pi r2 / n)]
 
-with ``r2 = |y - Xb - Z Lam v|^2 + |v|^2`` (penalised residual sum of squares).
+with ``r2 = e'We + |v|^2``, ``e = y - Xb - Z Lam v`` (penalised residual sum of squares).
+
+The parameter vector ``theta`` holds the relative Cholesky entries of every term, then the
+residual structure's parameters ``eta`` (atanh of its correlations).
 These equal ``log|C| + log|R| + log|G| + y'Py`` of the unscaled equations.
 """
 
@@ -34,7 +38,9 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from ..covariance import BlockCovariance
+from ..covariance.residual import ResidualStructure
 from ..design import RandomBlock
+from .crossproducts import CrossProducts, WeightedProducts, pattern_keys, pattern_of, scatter
 from .factor import make_factor
 from .selinv import column_dots
 
@@ -54,9 +60,11 @@ class Evaluation:
     v: np.ndarray            # spherical random effects, u = Lam v
     u: np.ndarray
     resid: np.ndarray        # y - X b - Z u
+    w_resid: np.ndarray      # W (y - X b - Z u) = sigma^2 P y
     pwrss: float
     logdet_vv: float
     logdet_schur: float
+    logdet_r: float
     schur_chol: np.ndarray   # lower Cholesky factor of Sb (p x p)
     B: np.ndarray            # Cvv^-1 Lam'Z'X  (q x p)
 
@@ -79,13 +87,15 @@ class MixedModelEquations:
     X : ndarray (n, p)
     blocks : sequence of RandomBlock
     covariances : sequence of BlockCovariance, one per block
+    residual : ResidualStructure, optional
+        Residual correlation structure (independent residuals when None).
     reml : bool
     dense_below : int
         Random blocks with at most this many columns use dense LAPACK.
     """
 
     def __init__(self, y, X, blocks: tuple[RandomBlock, ...], covariances: tuple[BlockCovariance, ...],
-                 *, reml: bool = True, dense_below: int = 400):
+                 residual: ResidualStructure | None = None, *, reml: bool = True, dense_below: int = 400):
         self.y = np.asarray(y, dtype=float)
         self.X = np.asarray(X, dtype=float)
         self.n, self.p = self.X.shape
@@ -97,50 +107,31 @@ class MixedModelEquations:
         self.offsets = np.cumsum([0] + [b.Z.shape[1] for b in blocks])
         self.theta_offsets = np.cumsum([0] + [c.n_theta for c in covariances])
         self.n_theta = int(self.theta_offsets[-1])
-        self.lower = np.concatenate([c.lower_bounds for c in covariances]) if covariances else np.zeros(0)
+        self.residual = residual
+        self.n_eta = residual.n_params if residual is not None else 0
+        self.n_params = self.n_theta + self.n_eta
+        lower = [c.lower_bounds for c in covariances] + [np.full(self.n_eta, -np.inf)]
+        self.lower = np.concatenate(lower)
         self._build_lambda_map()
-        self.ZtZ = self._structural(self.Z.T @ self.Z, self._pattern(self.Z).T @ self._pattern(self.Z))
-        self.ZtX = np.asarray(self.Z.T @ self.X)
-        self.Zty = np.asarray(self.Z.T @ self.y).ravel()
-        self.XtX = self.X.T @ self.X
-        self.Xty = self.X.T @ self.y
-        lam_s = self._pattern(self._lambda_pattern)
-        cpat = (lam_s.T @ self._pattern(self.ZtZ) @ lam_s + sp.identity(self.q, format="csc")).tocsc()
+        self.cross = CrossProducts(self.y, self.X, self.Z, residual)
+        lam_s = pattern_of(self._lambda_pattern)
+        cpat = (lam_s.T @ self.cross.ztwz_pattern @ lam_s + sp.identity(self.q, format="csc")).tocsc()
         cpat.sort_indices()
-        self._cvv_pattern = cpat
-        self._cvv_keys = self._keys(cpat)
+        self._cvv_pattern = pattern_of(cpat)
+        self._cvv_keys = pattern_keys(self._cvv_pattern)
         self._factor = None
         self._factor_theta = None
         self._dense_below = dense_below
         self._pairs = self._theta_pairs()
 
     # ---- fixed patterns -------------------------------------------------------------------
-    @staticmethod
-    def _pattern(M: sp.spmatrix) -> sp.csc_matrix:
-        P = sp.csc_matrix(M, copy=True)
-        P.data = np.ones_like(P.data)
-        return P
+    def eta(self, theta: np.ndarray) -> np.ndarray:
+        """The residual-structure part of the parameter vector."""
+        return np.asarray(theta, dtype=float)[self.n_theta:]
 
-    @staticmethod
-    def _keys(M: sp.csc_matrix) -> np.ndarray:
-        cols = np.repeat(np.arange(M.shape[1], dtype=np.int64), np.diff(M.indptr))
-        return cols * M.shape[0] + M.indices.astype(np.int64)
-
-    def _scatter(self, M: sp.spmatrix, pattern: sp.csc_matrix, keys: np.ndarray) -> sp.csc_matrix:
-        """Values of ``M`` placed on the fixed ``pattern`` (entries of M outside it must be absent)."""
-        M = sp.csc_matrix(M)
-        M.sum_duplicates()
-        M.sort_indices()
-        pos = np.searchsorted(keys, self._keys(M))
-        out = pattern.copy()
-        out.data = np.zeros(pattern.nnz)
-        out.data[pos] = M.data
-        return out
-
-    def _structural(self, values: sp.spmatrix, pattern: sp.spmatrix) -> sp.csc_matrix:
-        pattern = sp.csc_matrix(pattern)
-        pattern.sort_indices()
-        return self._scatter(values, pattern, self._keys(pattern))
+    def products(self, theta: np.ndarray) -> WeightedProducts:
+        """Residual-weighted cross-products at the residual parameters of ``theta``."""
+        return self.cross.at(self.eta(theta))
 
     def _build_lambda_map(self) -> None:
         rows, cols, tidx = [], [], []
@@ -192,10 +183,10 @@ class MixedModelEquations:
         return [t0 + u for u in self.covariances[k].below_diagonal(i - t0)]
 
     def cvv(self, theta: np.ndarray, lam: sp.csc_matrix | None = None) -> sp.csc_matrix:
-        """``Lam'Z'Z Lam + I`` on its fixed pattern."""
+        """``Lam'Z'WZ Lam + I`` on its fixed pattern."""
         lam = self.lam(theta) if lam is None else lam
-        M = (lam.T @ self.ZtZ @ lam + sp.identity(self.q, format="csc"))
-        return self._scatter(M, self._cvv_pattern, self._cvv_keys)
+        M = (lam.T @ self.products(theta).ZtWZ @ lam + sp.identity(self.q, format="csc"))
+        return scatter(M, self._cvv_pattern, self._cvv_keys)
 
     def factorize(self, theta: np.ndarray, lam: sp.csc_matrix | None = None):
         """Factor ``Cvv`` at ``theta`` (numeric refactorization after the first call)."""
@@ -217,52 +208,58 @@ class MixedModelEquations:
         """Solve the MME and compute the profiled objective at ``theta`` (eq. in module docstring)."""
         theta = np.asarray(theta, dtype=float)
         lam = self.lam(theta)
+        prod = self.products(theta)
         fac = self.factorize(theta, lam)
-        CvB = np.asarray(lam.T @ self.ZtX)
-        rhs_v = lam.T @ self.Zty
+        CvB = np.asarray(lam.T @ prod.ZtWX)
+        rhs_v = lam.T @ prod.ZtWy
         cv = fac.solve(rhs_v)
         B = fac.solve(CvB) if self.p else np.zeros((self.q, 0))
-        schur = self.XtX - CvB.T @ B
+        schur = prod.XtWX - CvB.T @ B
         if self.p:
             chol = scipy.linalg.cholesky(schur, lower=True)
-            beta = scipy.linalg.cho_solve((chol, True), self.Xty - B.T @ rhs_v)
+            beta = scipy.linalg.cho_solve((chol, True), prod.XtWy - B.T @ rhs_v)
             logdet_schur = float(2.0 * np.sum(np.log(np.diag(chol))))
         else:
             chol, beta, logdet_schur = np.zeros((0, 0)), np.zeros(0), 0.0
         v = cv - B @ beta
         u = lam @ v
         resid = self.y - self.X @ beta - self.Z @ u
-        pwrss = float(resid @ resid + v @ v)
+        w_resid = prod.weight(resid)
+        pwrss = float(resid @ w_resid + v @ v)
         logdet_vv = fac.logdet()
         dof = self.n - self.p if self.reml else self.n
         sigma2 = pwrss / dof
-        dev = logdet_vv + (logdet_schur if self.reml else 0.0) + dof * (1.0 + LOG2PI + np.log(sigma2))
+        dev = (logdet_vv + (logdet_schur if self.reml else 0.0) + prod.logdet_r
+               + dof * (1.0 + LOG2PI + np.log(sigma2)))
         return Evaluation(theta=theta, deviance=float(dev), sigma2=sigma2, beta=beta, v=v, u=u, resid=resid,
-                          pwrss=pwrss, logdet_vv=logdet_vv, logdet_schur=logdet_schur, schur_chol=chol, B=B)
+                          w_resid=w_resid, pwrss=pwrss, logdet_vv=logdet_vv, logdet_schur=logdet_schur,
+                          logdet_r=prod.logdet_r, schur_chol=chol, B=B)
 
     def deviance_at(self, theta: np.ndarray, sigma2: float) -> float:
         """-2 log-likelihood at ``theta`` and a given (not profiled) ``sigma^2``."""
         ev = self.evaluate(theta)
         dof = self.n - self.p if self.reml else self.n
         extra = ev.logdet_schur if self.reml else 0.0
-        return float(ev.logdet_vv + extra + dof * (LOG2PI + np.log(sigma2)) + ev.pwrss / sigma2)
+        return float(ev.logdet_vv + extra + ev.logdet_r + dof * (LOG2PI + np.log(sigma2)) + ev.pwrss / sigma2)
 
     # ---- projections used by the derivatives --------------------------------------------------
     def project(self, ev: Evaluation, Q: np.ndarray) -> np.ndarray:
         """``P~ Q`` (REML) or ``V~^-1 Q`` (ML) for the columns of ``Q`` (n x k), with ``P~ = sigma^2 P``.
 
-        Uses ``P~ q = q - X b_q - Z Lam v_q`` where ``(b_q, v_q)`` solve the scaled MME with
-        right-hand side ``[X'q; Lam'Z'q]``.
+        Uses ``P~ q = W (q - X b_q - Z Lam v_q)`` where ``(b_q, v_q)`` solve the scaled MME with
+        right-hand side ``[X'Wq; Lam'Z'Wq]``.
         """
         lam = self.lam(ev.theta)
-        rv = lam.T @ (self.Z.T @ Q)
+        prod = self.products(ev.theta)
+        WQ = prod.weight(Q)
+        rv = lam.T @ (self.Z.T @ WQ)
         cv = self.factor_at(ev.theta).solve(rv)
         if self.reml and self.p:
-            rb = self.X.T @ Q - ev.B.T @ rv
+            rb = self.X.T @ WQ - ev.B.T @ rv
             bq = scipy.linalg.cho_solve((ev.schur_chol, True), rb)
             vq = cv - ev.B @ bq
-            return Q - self.X @ bq - self.Z @ (lam @ vq)
-        return Q - self.Z @ (lam @ cv)
+            return WQ - prod.weight(self.X @ bq + self.Z @ (lam @ vq))
+        return WQ - prod.weight(self.Z @ (lam @ cv))
 
     def level_blocks(self, ev: Evaluation, S, k: int, reml: bool | None = None) -> np.ndarray:
         """``(L, m, m)`` diagonal blocks of the vv-part of ``C*^-1`` for term ``k``.
@@ -296,27 +293,33 @@ class MixedModelEquations:
             y'P dV_i Py = (2 / sigma^2) (Z'e)' Lam_i v
             d(-2l)/dtheta_i = tr(P dV_i) - y'P dV_i P y
 
-        (ML: ``S_v.`` is replaced by ``[0, Cvv^-1]``.)  The average information uses the working
-        variates ``q_i = dV_i P y = Z (Lam_i v + Lam Lam_i' Z'e)`` (Gilmour, Thompson & Cullis 1995),
-        ``AI_ij = q_i' P q_j / 2``, with ``sigma^2`` eliminated by a Schur complement.
+        (ML: ``S_v.`` is replaced by ``[0, Cvv^-1]``; with a residual structure ``Z'e`` is ``Z'We``.)
+        The average information uses the working variates ``q_i = dV_i P y = Z (Lam_i v + Lam Lam_i' Z'We)``
+        (Gilmour, Thompson & Cullis 1995), ``AI_ij = q_i' P q_j / 2``, with ``sigma^2`` eliminated by a
+        Schur complement.  For a residual parameter eta_j the gradient is a central difference of the
+        exact objective and the working variate is ``dR~/d eta_j W e = -R~ (dW/d eta_j) e``.
         """
         S = self.factor_at(ev.theta).selected_inverse()
         trace, quad, Q = self._score_terms(ev, S)
-        grad = 2.0 * trace - 2.0 * quad / ev.sigma2
+        grad = np.concatenate([2.0 * trace - 2.0 * quad / ev.sigma2, self._eta_gradient(ev.theta)])
+        if self.n_eta:
+            Q = np.column_stack([Q] + [self._eta_variate(ev, j) for j in range(self.n_eta)])
+            self.factor_at(ev.theta)
         PQ = self.project(ev, Q)
-        eQ = ev.resid @ Q
+        eQ = ev.w_resid @ Q
         ai = (Q.T @ PQ - np.outer(eQ, eQ) / ev.pwrss) / (2.0 * ev.sigma2)
         return Derivatives(gradient=grad, ai=0.5 * (ai + ai.T), selected_inverse=S)
 
     def _score_terms(self, ev: Evaluation, S):
         """``tr(S_v. W~'Z Lam_i)``, ``(Z'e)' Lam_i v`` and the working variates for every theta_i."""
         lam = self.lam(ev.theta)
-        Fv = (lam.T @ self.ZtZ).tocsc()
-        Zte = self.Z.T @ ev.resid
+        prod = self.products(ev.theta)
+        Fv = (lam.T @ prod.ZtWZ).tocsc()
+        Zte = self.Z.T @ ev.w_resid
         use_fixed = self.reml and self.p
         if use_fixed:
             W = scipy.linalg.cho_solve((ev.schur_chol, True), ev.B.T).T        # B Sb^-1  (q x p)
-            H = np.asarray((self.ZtZ @ (lam @ ev.B))).T - self.ZtX.T             # B'Fv - Fb  (p x q)
+            H = np.asarray((prod.ZtWZ @ (lam @ ev.B))).T - prod.ZtWX.T           # B'Fv - Fb  (p x q)
         trace = np.zeros(self.n_theta)
         quad = np.zeros(self.n_theta)
         Q = np.zeros((self.n, self.n_theta))
@@ -332,11 +335,30 @@ class MixedModelEquations:
             Q[:, i] = self.Z @ (lam_i_v + lam @ lam_it_zte)
         return trace, quad, Q
 
+    def _eta_gradient(self, theta: np.ndarray, sigma2: float | None = None) -> np.ndarray:
+        """Central differences of the (profiled, or at ``sigma2``) deviance in the residual parameters."""
+        out = np.zeros(self.n_eta)
+        for j in range(self.n_eta):
+            h = 1e-5
+            e = np.zeros(self.n_params)
+            e[self.n_theta + j] = h
+            if sigma2 is None:
+                out[j] = (self.evaluate(theta + e).deviance - self.evaluate(theta - e).deviance) / (2 * h)
+            else:
+                out[j] = (self.deviance_at(theta + e, sigma2) - self.deviance_at(theta - e, sigma2)) / (2 * h)
+        return out
+
+    def _eta_variate(self, ev: Evaluation, j: int) -> np.ndarray:
+        """Working variate ``-R~ (dW/d eta_j) e`` of residual parameter j."""
+        dW = self.cross.precision_derivative(self.eta(ev.theta), j)
+        return -self.cross.covariance_times(self.eta(ev.theta), dW @ ev.resid)
+
     def profiled_gradient(self, theta: np.ndarray) -> np.ndarray:
         """Gradient of the profiled deviance at ``theta`` (no AI, no EM step)."""
+        eta_grad = self._eta_gradient(theta)
         ev = self.evaluate(theta)
         trace, quad, _ = self._score_terms(ev, self.factor_at(theta).selected_inverse())
-        return 2.0 * trace - 2.0 * quad / ev.sigma2
+        return np.concatenate([2.0 * trace - 2.0 * quad / ev.sigma2, eta_grad])
 
     def full_gradient(self, theta: np.ndarray, sigma2: float) -> np.ndarray:
         """Gradient of the unprofiled deviance ``-2 l(theta, sigma^2)`` with respect to ``(theta, sigma^2)``.
@@ -344,10 +366,11 @@ class MixedModelEquations:
         ``d/dtheta_i = 2 tr(S_v. W~'Z Lam_i) - 2 (Z'e)' Lam_i v / sigma^2`` (the trace and ``e, v`` do
         not depend on ``sigma^2``) and ``d/dsigma^2 = dof / sigma^2 - r2 / sigma^4``.
         """
+        eta_grad = self._eta_gradient(theta, sigma2)
         ev = self.evaluate(theta)
         trace, quad, _ = self._score_terms(ev, self.factor_at(theta).selected_inverse())
         dof = self.n - self.p if self.reml else self.n
-        return np.append(2.0 * trace - 2.0 * quad / sigma2, dof / sigma2 - ev.pwrss / sigma2**2)
+        return np.concatenate([2.0 * trace - 2.0 * quad / sigma2, eta_grad, [dof / sigma2 - ev.pwrss / sigma2**2]])
 
     def em_theta(self, ev: Evaluation, S=None) -> np.ndarray:
         """One EM step (the seed's EM-REML generalised to blocks).
@@ -357,7 +380,7 @@ class MixedModelEquations:
         """
         if S is None:
             S = self.factor_at(ev.theta).selected_inverse()
-        out = np.empty(self.n_theta)
+        out = np.array(ev.theta, dtype=float)  # residual parameters are left unchanged
         for k, (blk, cov) in enumerate(zip(self.blocks, self.covariances)):
             t0, t1 = self.theta_offsets[k], self.theta_offsets[k + 1]
             Lk = cov.factor(ev.theta[t0:t1])
@@ -374,13 +397,14 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
     """Average information for the covariance parameters on their natural scale.
 
     Parameters are, per term, the entries of ``Sigma_k`` listed by
-    :attr:`BlockCovariance.parameters`, then the residual variance ``sigma^2``.
-    ``dV/dSigma_k[a,b] = Z_k (I (x) E_ab) Z_k'`` (``E_ab`` symmetric 0/1) and
-    ``dV/dsigma^2 = I``; the working variates are ``q = dV P y`` with ``P y = e / sigma^2``, and
+    :attr:`BlockCovariance.parameters`, then the residual variance ``sigma^2``, then the residual
+    correlations ``rho``.  ``dV/dSigma_k[a,b] = Z_k (I (x) E_ab) Z_k'`` (``E_ab`` symmetric 0/1),
+    ``dV/dsigma^2 = R~`` and ``dV/drho = sigma^2 dR~/drho``; the working variates are ``q = dV P y`` with
+    ``P y = W e / sigma^2``, and
     ``AI = Q' P Q / 2`` (Gilmour, Thompson & Cullis 1995).  Its inverse estimates the
     sampling covariance of the estimates (REML: with ``P``; ML: with ``V^-1``).
     """
-    Zte = mme.Z.T @ ev.resid
+    Zte = mme.Z.T @ ev.w_resid
     cols = []
     for k, (blk, cov) in enumerate(zip(mme.blocks, mme.covariances)):
         base = mme.offsets[k] + np.arange(blk.n_levels) * cov.m
@@ -391,6 +415,9 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
                 w[base + b] += Zte[base + a]
             cols.append(mme.Z @ w)
     cols.append(ev.resid.copy())
+    rho = np.tanh(mme.eta(ev.theta))
+    for j in range(mme.n_eta):  # d/drho = d/deta / (1 - rho^2)
+        cols.append(ev.sigma2 * mme._eta_variate(ev, j) / (1.0 - rho[j] ** 2))
     Q = np.column_stack(cols) / ev.sigma2
     PQ = mme.project(ev, Q)
     ai = Q.T @ PQ / (2.0 * ev.sigma2)

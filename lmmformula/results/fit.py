@@ -69,7 +69,7 @@ class FitResult:
     @property
     def n_params(self) -> int:
         """Fixed effects + covariance parameters + residual variance (lme4's count for AIC)."""
-        return self.mme.p + self.mme.n_theta + 1
+        return self.mme.p + self.mme.n_params + 1
 
     @property
     def aic(self) -> float:
@@ -86,8 +86,16 @@ class FitResult:
 
     @property
     def theta(self) -> np.ndarray:
-        """Relative Cholesky factors (lme4's theta), terms in formula order."""
+        """Relative Cholesky factors (lme4's theta), terms in formula order, then atanh of residual correlations."""
         return self.evaluation.theta.copy()
+
+    @property
+    def residual_correlations(self) -> dict[str, float]:
+        """Estimated residual correlations, e.g. ``{"rho(row)": 0.4}`` (empty without a residual structure)."""
+        res = self.mme.residual
+        if res is None:
+            return {}
+        return dict(zip(res.parameter_names, np.tanh(self.mme.eta(self.evaluation.theta))))
 
     @property
     def singular(self) -> bool:
@@ -155,6 +163,7 @@ class FitResult:
             for (a, b), name in zip(cov.parameters, cov.parameter_names()):
                 rows.append((blk.name, name, S[a, b]))
         rows.append(("residual", "variance", self.sigma2))
+        rows.extend(("residual", name, rho) for name, rho in self.residual_correlations.items())
         se = np.sqrt(np.clip(np.diag(self._variance_parameter_cov), 0.0, None))
         df = pd.DataFrame(rows, columns=["term", "parameter", "estimate"])
         df["std_error"] = se

@@ -62,7 +62,12 @@ class Summary:
         for _, r in rt.iterrows():
             lines.append(f" {r['group']:<14} {r['name']:<14} {_fmt(r['variance']):>11} {_fmt(r['std_dev']):>10}  "
                          f"{r['corr']}")
-        groups = ", ".join(f"{b.name}, {b.n_levels}" for b in fit.mme.blocks)
+        res = fit.mme.residual
+        if res is not None:
+            rhos = ", ".join(f"{k} = {v:.4f}" for k, v in fit.residual_correlations.items())
+            lines.append(f"Residual structure: {res.text} ({res.n_cells} cells, {fit.n_obs} observed)"
+                         + (f"; {rhos}" if rhos else ""))
+        groups = ", ".join(f"{b.name}, {b.n_levels}" for b in fit.mme.blocks) or "none"
         lines.append(f"Number of obs: {fit.n_obs} ({fit.n_dropped} dropped), groups: {groups}")
         lines += ["", "Fixed effects:"]
         fe = fit.fixed_effects

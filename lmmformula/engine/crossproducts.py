@@ -1,0 +1,120 @@
+"""Residual-weighted cross-products ``Z'WZ, Z'WX, X'WX, Z'Wy, X'Wy`` with ``W = R~^-1``.
+
+With independent residuals ``W = I`` and the products are computed once.  With a residual
+structure they depend on its parameters ``eta`` and are recomputed (and cached) when eta
+changes; ``Z'WZ`` is always placed on one structural pattern so the factorization of the MME
+keeps its symbolic analysis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from ..covariance.residual import ResidualStructure
+
+__all__ = ["CrossProducts", "WeightedProducts", "pattern_of", "pattern_keys", "scatter"]
+
+
+def pattern_of(M: sp.spmatrix) -> sp.csc_matrix:
+    """Structural pattern of ``M`` (ones where M stores an entry, explicit zeros included)."""
+    P = sp.csc_matrix(M, copy=True)
+    P.data = np.ones_like(P.data)
+    return P
+
+
+def pattern_keys(M: sp.csc_matrix) -> np.ndarray:
+    """Sorted linear keys ``col * nrows + row`` of a CSC matrix with sorted indices."""
+    cols = np.repeat(np.arange(M.shape[1], dtype=np.int64), np.diff(M.indptr))
+    return cols * M.shape[0] + M.indices.astype(np.int64)
+
+
+def scatter(M: sp.spmatrix, pattern: sp.csc_matrix, keys: np.ndarray) -> sp.csc_matrix:
+    """Values of ``M`` placed on the fixed ``pattern`` (entries of M outside it must be absent)."""
+    M = sp.csc_matrix(M)
+    M.sum_duplicates()
+    M.sort_indices()
+    pos = np.searchsorted(keys, pattern_keys(M))
+    out = pattern.copy()
+    out.data = np.zeros(pattern.nnz)
+    out.data[pos] = M.data
+    return out
+
+
+@dataclass(frozen=True)
+class WeightedProducts:
+    """Cross-products at one value of the residual parameters."""
+
+    eta: tuple[float, ...]
+    W: sp.csc_matrix | None      # None means the identity
+    logdet_r: float              # log|R~| of the observations
+    ZtWZ: sp.csc_matrix
+    ZtWX: np.ndarray
+    XtWX: np.ndarray
+    ZtWy: np.ndarray
+    XtWy: np.ndarray
+
+    def weight(self, M):
+        """``W M`` (``M`` when the residuals are independent)."""
+        return M if self.W is None else self.W @ M
+
+
+class CrossProducts:
+    """Cache of :class:`WeightedProducts` for a model's ``y, X, Z`` and residual structure."""
+
+    def __init__(self, y: np.ndarray, X: np.ndarray, Z: sp.csc_matrix, residual: ResidualStructure | None):
+        self.y, self.X, self.Z, self.residual = y, X, Z, residual
+        self.n_eta = residual.n_params if residual is not None else 0
+        if residual is None:
+            w_pattern = sp.identity(y.size, format="csc")
+        else:  # generic parameter values give the structural pattern of W
+            w_pattern = pattern_of(residual.precision(np.full(self.n_eta, 0.37))[0])
+        zp = pattern_of(Z)
+        pat = (zp.T @ w_pattern @ zp).tocsc()
+        pat.sort_indices()
+        self.ztwz_pattern = pattern_of(pat)
+        self._keys = pattern_keys(self.ztwz_pattern)
+        self._cache: WeightedProducts | None = None
+        self._solver = None
+
+    def at(self, eta: np.ndarray) -> WeightedProducts:
+        """Products at ``eta`` (cached for the last value)."""
+        key = tuple(float(e) for e in np.asarray(eta, dtype=float))
+        if self._cache is not None and self._cache.eta == key:
+            return self._cache
+        y, X, Z = self.y, self.X, self.Z
+        if self.residual is None:
+            W, logdet_r, WZ, WX, Wy = None, 0.0, Z, X, y
+        else:
+            W, logdet_r = self.residual.precision(np.asarray(key))
+            WZ, WX, Wy = (W @ Z).tocsc(), W @ X, W @ y
+        self._cache = WeightedProducts(
+            eta=key, W=W, logdet_r=float(logdet_r),
+            ZtWZ=scatter(Z.T @ WZ, self.ztwz_pattern, self._keys),
+            ZtWX=np.asarray(Z.T @ WX), XtWX=X.T @ WX,
+            ZtWy=np.asarray(Z.T @ Wy).ravel(), XtWy=X.T @ Wy)
+        self._solver = None
+        return self._cache
+
+    def covariance_times(self, eta: np.ndarray, M: np.ndarray) -> np.ndarray:
+        """``R~ M`` by a sparse solve with ``W`` (the residual correlation times a vector)."""
+        prod = self.at(eta)
+        if prod.W is None:
+            return M
+        if self._solver is None:
+            self._solver = spla.factorized(prod.W.tocsc())
+        M = np.asarray(M, dtype=float)
+        if M.ndim == 1:
+            return self._solver(M)
+        return np.column_stack([self._solver(M[:, j]) for j in range(M.shape[1])])
+
+    def precision_derivative(self, eta: np.ndarray, j: int, h: float = 1e-6) -> sp.csc_matrix:
+        """``dW / d eta_j`` by central differences of the (exact) observed precision."""
+        e = np.zeros(self.n_eta)
+        e[j] = h
+        Wp = self.residual.precision(np.asarray(eta) + e)[0]
+        Wm = self.residual.precision(np.asarray(eta) - e)[0]
+        return ((Wp - Wm) / (2.0 * h)).tocsc()

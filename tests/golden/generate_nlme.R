@@ -1,0 +1,46 @@
+# Golden values for residual (R-side) AR1 structures, from nlme.
+# Run from the repository root:  Rscript tests/golden/generate_nlme.R
+# Needs Debian packages r-base-core r-cran-nlme r-cran-jsonlite. Writes tests/golden/nlme.json.
+# lmmformula's `Subject:ar1(age)` is nlme's corAR1(form = ~ t | Subject) with t the grid position
+# (age - 8) / 2; gaps in t (dropped rows) are gaps in the grid in both.
+suppressMessages({library(nlme); library(jsonlite)})
+o <- read.csv("tests/data/Orthodont.csv", stringsAsFactors = TRUE)
+o$t <- (o$age - 8) / 2
+s <- read.csv("tests/data/sleepstudy.csv")
+s$Subject <- factor(s$Subject)
+o_missing <- o[-c(2, 7, 15, 16, 40, 63, 90), ]
+
+record <- function(name, data_name, drop_rows, formula, fit, reml) {
+  cs <- fit$modelStruct$corStruct
+  list(name = name, data = data_name, drop_rows = I(drop_rows), formula = formula, REML = reml,
+       loglik = as.numeric(logLik(fit)), nobs = nobs(fit), sigma = fit$sigma,
+       rho = as.numeric(coef(cs, unconstrained = FALSE)),
+       fixef = as.list(if (inherits(fit, "lme")) fixef(fit) else coef(fit)),
+       fixef_se = as.list(sqrt(diag(vcov(fit)))),
+       random_sd = if (inherits(fit, "lme")) as.numeric(VarCorr(fit)[1, "StdDev"]) else NULL)
+}
+cases <- list()
+for (reml in c(TRUE, FALSE)) {
+  m <- if (reml) "REML" else "ML"
+  g <- gls(distance ~ age * Sex, o, correlation = corAR1(form = ~ t | Subject), method = m)
+  cases[[length(cases) + 1]] <- record(paste0("orthodont_ar1_", tolower(m)), "Orthodont.csv", integer(0),
+                                       "distance ~ age * Sex + Subject:ar1(age)", g, reml)
+  l <- lme(distance ~ age * Sex, random = ~ 1 | Subject, data = o,
+           correlation = corAR1(form = ~ t | Subject), method = m)
+  cases[[length(cases) + 1]] <- record(paste0("orthodont_ri_ar1_", tolower(m)), "Orthodont.csv", integer(0),
+                                       "distance ~ age * Sex + (1 | Subject) + Subject:ar1(age)", l, reml)
+  gm <- gls(distance ~ age * Sex, o_missing, correlation = corAR1(form = ~ t | Subject), method = m)
+  cases[[length(cases) + 1]] <- record(paste0("orthodont_ar1_gaps_", tolower(m)), "Orthodont.csv",
+                                       c(2, 7, 15, 16, 40, 63, 90) - 1L,
+                                       "distance ~ age * Sex + Subject:ar1(age)", gm, reml)
+  ls <- lme(Reaction ~ Days, random = ~ 1 | Subject, data = s,
+            correlation = corAR1(form = ~ Days | Subject), method = m)
+  cases[[length(cases) + 1]] <- record(paste0("sleepstudy_ri_ar1_", tolower(m)), "sleepstudy.csv", integer(0),
+                                       "Reaction ~ Days + (1 | Subject) + Subject:ar1(Days)", ls, reml)
+}
+out <- list(versions = list(R = paste(R.version$major, R.version$minor, sep = "."),
+                            nlme = as.character(packageVersion("nlme"))),
+            note = "drop_rows are 0-based row positions removed from the CSV before fitting",
+            cases = cases)
+write_json(out, "tests/golden/nlme.json", auto_unbox = TRUE, digits = NA, pretty = TRUE)
+cat("wrote", length(cases), "cases\n")

@@ -1,0 +1,129 @@
+"""Residual (R-side) AR1 and AR1 x AR1 structures: nlme golden values and dense brute force."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lmmformula as lmf
+from conftest import load_data
+from lmmformula.datasets import load
+
+NLME = json.loads((pathlib.Path(__file__).parent / "golden" / "nlme.json").read_text())
+
+
+def dense_loglik(fit):
+    """-1/2 log N(y; Xb, V) (REML: with log|X'V^-1X|) from a dense V = Z G Z' + sigma^2 R~."""
+    mme = fit.mme
+    X, y, Z = mme.X, mme.y, mme.Z.toarray()
+    G = np.zeros((mme.q, mme.q))
+    for k, blk in enumerate(mme.blocks):
+        m = blk.n_columns
+        for lv in range(blk.n_levels):
+            s = mme.offsets[k] + lv * m
+            G[s:s + m, s:s + m] = fit.term_covariance(k)
+    res = mme.residual
+    R = np.ones((1, 1))
+    for d, rho in zip(res.dimensions, res.rhos(mme.eta(fit.theta))):
+        i = np.arange(d.size)
+        R = np.kron(R, rho ** np.abs(i[:, None] - i[None, :]) if d.kind == "ar1" else np.eye(d.size))
+    V = Z @ G @ Z.T + fit.sigma2 * R[np.ix_(res.cells, res.cells)]
+    Vi = np.linalg.inv(V)
+    XtViX = X.T @ Vi @ X
+    r = y - X @ np.linalg.solve(XtViX, X.T @ Vi @ y)
+    n, p = X.shape
+    if fit.method == "REML":
+        return -0.5 * ((n - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1]
+                       + r @ Vi @ r)
+    return -0.5 * (n * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r)
+
+
+@pytest.mark.parametrize("case", NLME["cases"], ids=[c["name"] for c in NLME["cases"]])
+def test_ar1_matches_nlme(case):
+    data = load_data(case["data"])
+    data = data.drop(index=data.index[case["drop_rows"]])
+    fit = lmf.LMM.from_formula(case["formula"], data).fit(method="REML" if case["REML"] else "ML")
+    assert fit.converged
+    assert fit.n_obs == case["nobs"]
+    assert fit.loglik == pytest.approx(case["loglik"], abs=1e-4)
+    (rho,) = fit.residual_correlations.values()
+    assert rho == pytest.approx(case["rho"], abs=2e-4)
+    assert np.sqrt(fit.sigma2) == pytest.approx(case["sigma"], rel=5e-4)
+    fe = fit.fixed_effects
+    np.testing.assert_allclose(fe.estimate, list(case["fixef"].values()), rtol=1e-3, atol=1e-4)
+    se = fe.std_error.to_numpy()
+    if not fit.mme.blocks and fit.method == "ML":
+        # nlme's gls scales the ML covariance of the fixed effects by N / (N - p); lme and lme4 do not
+        se = se * np.sqrt(fit.n_obs / (fit.n_obs - fit.mme.p))
+    np.testing.assert_allclose(se, list(case["fixef_se"].values()), rtol=2e-3)
+    if isinstance(case.get("random_sd"), float):
+        assert np.sqrt(fit.term_covariance(0)[0, 0]) == pytest.approx(case["random_sd"], rel=2e-3, abs=1e-3)
+
+
+@pytest.mark.parametrize("formula", ["yield ~ gen + ar1(row):ar1(col)",
+                                     "yield ~ gen + (1 | rep) + ar1(row):ar1(col)",
+                                     "yield ~ gen + (1 | rep) + id(row):ar1(col)"])
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_field_trial_equals_dense_brute_force(formula, method):
+    data = load("slatehall").drop(index=[3, 40, 77, 78])  # missing plots: observed-data likelihood
+    fit = lmf.LMM.from_formula(formula, data).fit(method=method)
+    assert fit.converged
+    assert fit.loglik == pytest.approx(dense_loglik(fit), rel=1e-10, abs=1e-8)
+    # the optimum is a maximum: no small move improves it
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        cand = fit.mme.canonical(fit.theta + rng.normal(0, 1e-3, fit.theta.size))
+        assert -0.5 * fit.mme.evaluate(cand).deviance <= fit.loglik + 1e-8
+    names = fit.variance_components.parameter.tolist()
+    assert "rho(col)" in names
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(3, 7), st.integers(3, 7), st.floats(-0.8, 0.8), st.floats(-0.8, 0.8),
+       st.integers(0, 10_000), st.floats(0.0, 0.4))
+def test_random_incomplete_grids_equal_dense_brute_force(n_row, n_col, rho_r, rho_c, seed, frac_missing):
+    rng = np.random.default_rng(seed)
+    i = np.arange(n_row)
+    j = np.arange(n_col)
+    R = np.kron(rho_r ** np.abs(i[:, None] - i), rho_c ** np.abs(j[:, None] - j))
+    y = np.linalg.cholesky(R) @ rng.normal(size=n_row * n_col) + 2.0
+    data = pd.DataFrame({"y": y, "row": np.repeat(i + 1, n_col), "col": np.tile(j + 1, n_row),
+                         "x": rng.normal(size=n_row * n_col)})
+    keep = rng.uniform(size=len(data)) >= frac_missing
+    keep[[0, -1]] = True
+    data = data[keep].sample(frac=1.0, random_state=seed)  # any row order
+    fit = lmf.LMM.from_formula("y ~ x + ar1(row):ar1(col)", data).fit()
+    assert fit.loglik == pytest.approx(dense_loglik(fit), rel=1e-9, abs=1e-8)
+
+
+def test_row_order_does_not_matter():
+    data = load("slatehall")
+    a = lmf.LMM.from_formula("yield ~ gen + ar1(row):ar1(col)", data).fit()
+    b = lmf.LMM.from_formula("yield ~ gen + ar1(row):ar1(col)", data.sample(frac=1.0, random_state=3)).fit()
+    assert b.loglik == pytest.approx(a.loglik, abs=1e-7)
+    for k, v in a.residual_correlations.items():
+        assert b.residual_correlations[k] == pytest.approx(v, abs=1e-5)
+
+
+def test_duplicated_cells_are_an_error():
+    data = load("slatehall")
+    data = pd.concat([data, data.iloc[[5]]])
+    with pytest.raises(lmf.DataError, match="share the cell"):
+        lmf.LMM.from_formula("yield ~ gen + ar1(row):ar1(col)", data)
+
+
+def test_irregular_positions_are_an_error():
+    data = load("slatehall").assign(row=lambda d: d.row.astype(float) ** 1.5)
+    with pytest.raises(lmf.DataError, match="regular grid"):
+        lmf.LMM.from_formula("yield ~ gen + ar1(row):ar1(col)", data)
+
+
+def test_unsupported_residual_structure_is_named():
+    with pytest.raises(lmf.ModelSpecificationError, match="us\\(age\\)"):
+        lmf.LMM.from_formula("distance ~ age + Subject:us(age)", load_data("Orthodont.csv"))
