@@ -38,6 +38,9 @@ class LMM:
         ``"y ~ fixed + (expr | group) + ..."``; see the README for the syntax.
     data : pandas.DataFrame
         Never modified.  Rows with a missing value in a used column are dropped.
+    matrices : dict, optional
+        Known matrices named in ``vm(group, "name")`` terms: a labelled DataFrame (a covariance such as
+        A or a GRM) or :func:`lmmformula.pedigree.inverse_relationship` of a pedigree.
 
     Examples
     --------
@@ -45,7 +48,7 @@ class LMM:
     >>> fit = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", data).fit()  # doctest: +SKIP
     """
 
-    def __init__(self, formula: str, data):
+    def __init__(self, formula: str, data, *, matrices: dict | None = None):
         parsed = parse_formula(formula)
         if not parsed.random and parsed.residual is None:
             raise ModelSpecificationError(
@@ -54,7 +57,7 @@ class LMM:
             )
         frame = model_frame(data, parsed)
         fixed = build_fixed(frame.data, parsed.response, parsed.fixed, formula)
-        random = build_random(frame.data, parsed.random, formula)
+        random = build_random(frame.data, parsed.random, formula, matrices)
         residual = build_residual(frame.data, parsed.residual) if parsed.residual is not None else None
         n_theta = sum(b.n_columns * (b.n_columns + 1) // 2 if b.correlated else b.n_columns for b in random)
         n_theta += residual.n_params if residual is not None else 0

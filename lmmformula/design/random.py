@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 from formulaic import Formula
 
+from ..covariance.known import KnownMatrix, known_matrix
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError
 from ..formula.terms import RandomTerm
 from .fixed import _restore_r_calls, r_style_name, to_formulaic
@@ -62,6 +63,8 @@ class RandomBlock:
     Z : scipy.sparse.csc_matrix, shape (n, L*m)
     correlated : bool
         False for ``||``: the effects' covariance is diagonal.
+    known : KnownMatrix or None
+        Known covariance among the levels (``vm``); its labels are the levels.
     """
 
     name: str
@@ -70,6 +73,7 @@ class RandomBlock:
     X: np.ndarray
     Z: sp.csc_matrix
     correlated: bool
+    known: KnownMatrix | None = None
 
     @property
     def n_columns(self) -> int:
@@ -106,7 +110,22 @@ def grouping_factor(frame: pd.DataFrame, variables: tuple[str, ...], name: str) 
     return GroupingFactor(name=name, codes=codes.ravel().astype(np.int64), levels=labels)
 
 
-def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: str) -> tuple[RandomBlock, ...]:
+def _known_factor(frame: pd.DataFrame, variable: str, known: KnownMatrix, name: str) -> GroupingFactor:
+    """Codes of ``variable`` into the labels of a known matrix (all labels are levels)."""
+    index = {lab: i for i, lab in enumerate(known.labels)}
+    values = [_label(v) for v in frame[variable]]
+    missing = sorted({v for v in values if v not in index})
+    if missing:
+        raise DataError(
+            f"{len(missing)} level(s) of '{variable}' are not in the known matrix of '{name}' (e.g. "
+            f"{', '.join(map(repr, missing[:3]))}); the matrix must have a row and column for every level"
+        )
+    return GroupingFactor(name=name, codes=np.array([index[v] for v in values], dtype=np.int64),
+                          levels=known.labels)
+
+
+def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: str,
+                 matrices: dict | None = None) -> tuple[RandomBlock, ...]:
     """Build the design block of every random term.
 
     Raises
@@ -120,32 +139,37 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
     seen: dict[str, int] = {}
     n = frame.shape[0]
     for term in terms:
-        structured = term.structure or next((p.structure for p in term.group if p.structure), None)
+        known = _known_for(term, matrices or {})
+        structured = term.structure or next((p.structure for p in term.group
+                                             if p.structure and p.structure.name != "vm"), None)
         if structured is not None:
             raise ModelSpecificationError(
                 f"the covariance structure '{structured.text}' is part of the formula language, but this "
-                "version estimates only unstructured ('|') and diagonal ('||') random terms; "
-                "remove the structure or wait for structured terms (issue #3)"
+                "version estimates only unstructured ('|'), diagonal ('||') and known-matrix (vm) random "
+                "terms; remove the structure or wait for structured terms (issue #3)"
             )
         group_name = term.group_name
         count = seen.get(group_name, 0)
         seen[group_name] = count + 1
         name = group_name if count == 0 else f"{group_name}.{count}"
-        factor = grouping_factor(frame, tuple(p.variable for p in term.group), group_name)
+        if known is not None:
+            factor = _known_factor(frame, term.group[0].variable, known, group_name)
+        else:
+            factor = grouping_factor(frame, tuple(p.variable for p in term.group), group_name)
         if factor.n_levels < 2:
             raise DataError(
                 f"grouping factor '{group_name}' in '({term.expr} | {group_name})' has {factor.n_levels} level; "
                 "a random effect needs at least 2. Drop the term or check the data"
             )
         Xk, columns = _term_matrix(frame, term, formula)
-        if factor.n_levels >= n:
+        if factor.n_levels >= n and known is None:
             raise DataError(
                 f"grouping factor '{group_name}' has {factor.n_levels} levels for {n} observations, so its "
                 "random effect cannot be separated from the residual; drop the term or use a grouping "
                 "with repeated observations"
             )
         m = Xk.shape[1]
-        if factor.n_levels * m >= n:
+        if factor.n_levels * m >= n and known is None:
             raise DataError(
                 f"the term '({term.expr} | {group_name})' has {factor.n_levels * m} random effects for {n} "
                 "observations, so its variances cannot be separated from the residual variance; "
@@ -156,8 +180,26 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
         Z = sp.csc_matrix((Xk.ravel(), (rows, cols)), shape=(n, factor.n_levels * m))
         Z.sort_indices()
         blocks.append(RandomBlock(name=name, factor=factor, columns=columns, X=Xk, Z=Z,
-                                  correlated=term.correlated))
+                                  correlated=term.correlated, known=known))
     return tuple(blocks)
+
+
+def _known_for(term: RandomTerm, matrices: dict) -> KnownMatrix | None:
+    """The known matrix of a ``vm`` grouping, or None."""
+    vm = [p for p in term.group if p.structure is not None and p.structure.name == "vm"]
+    if not vm:
+        return None
+    if len(term.group) != 1:
+        raise ModelSpecificationError(
+            f"vm() must be the whole grouping, as in '(1 | vm(animal, \"A\"))', not part of '{term.group_name}'"
+        )
+    key = vm[0].structure.args[1].strip().strip("\"'")
+    if key not in matrices:
+        raise ModelSpecificationError(
+            f"'{vm[0].structure.text}' names the matrix {key!r}, which is not in matrices= "
+            f"(given: {', '.join(map(repr, matrices)) or 'none'}); pass LMM.from_formula(..., matrices={{{key!r}: A}})"
+        )
+    return known_matrix(matrices[key], key)
 
 
 def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[np.ndarray, tuple[str, ...]]:

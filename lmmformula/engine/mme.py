@@ -114,14 +114,15 @@ class MixedModelEquations:
         self.lower = np.concatenate(lower)
         self._build_lambda_map()
         self.cross = CrossProducts(self.y, self.X, self.Z, residual)
+        self._dense_below = dense_below
+        self._build_known()
         lam_s = pattern_of(self._lambda_pattern)
-        cpat = (lam_s.T @ self.cross.ztwz_pattern @ lam_s + sp.identity(self.q, format="csc")).tocsc()
+        cpat = (lam_s.T @ self.cross.ztwz_pattern @ lam_s + pattern_of(self.kinv)).tocsc()
         cpat.sort_indices()
         self._cvv_pattern = pattern_of(cpat)
         self._cvv_keys = pattern_keys(self._cvv_pattern)
         self._factor = None
         self._factor_theta = None
-        self._dense_below = dense_below
         self._pairs = self._theta_pairs()
 
     # ---- fixed patterns -------------------------------------------------------------------
@@ -132,6 +133,24 @@ class MixedModelEquations:
     def products(self, theta: np.ndarray) -> WeightedProducts:
         """Residual-weighted cross-products at the residual parameters of ``theta``."""
         return self.cross.at(self.eta(theta))
+
+    def _build_known(self) -> None:
+        """``K~^-1``: block diagonal, ``K_k^-1 (x) I_m`` for a vm term and ``I`` otherwise, and ``log|K~|``."""
+        parts, self.logdet_k = [], 0.0
+        for blk, cov in zip(self.blocks, self.covariances):
+            if blk.known is None:
+                parts.append(sp.identity(blk.n_levels * cov.m, format="csc"))
+            else:
+                parts.append(sp.kron(blk.known.precision, sp.identity(cov.m), format="csc"))
+                self.logdet_k += cov.m * blk.known.logdet
+        self.kinv = sp.block_diag(parts, format="csc") if parts else sp.csc_matrix((0, 0))
+        self.kinv.sort_indices()
+        self.has_known = any(b.known is not None for b in self.blocks)
+        self._k_solver = make_factor(self.kinv, self._dense_below) if self.has_known else None
+
+    def k_times(self, x: np.ndarray) -> np.ndarray:
+        """``K~ x`` (identity unless a term has a known matrix)."""
+        return self._k_solver.solve(x) if self.has_known else x
 
     def _build_lambda_map(self) -> None:
         rows, cols, tidx = [], [], []
@@ -185,7 +204,7 @@ class MixedModelEquations:
     def cvv(self, theta: np.ndarray, lam: sp.csc_matrix | None = None) -> sp.csc_matrix:
         """``Lam'Z'WZ Lam + I`` on its fixed pattern."""
         lam = self.lam(theta) if lam is None else lam
-        M = (lam.T @ self.products(theta).ZtWZ @ lam + sp.identity(self.q, format="csc"))
+        M = lam.T @ self.products(theta).ZtWZ @ lam + self.kinv
         return scatter(M, self._cvv_pattern, self._cvv_keys)
 
     def factorize(self, theta: np.ndarray, lam: sp.csc_matrix | None = None):
@@ -225,11 +244,11 @@ class MixedModelEquations:
         u = lam @ v
         resid = self.y - self.X @ beta - self.Z @ u
         w_resid = prod.weight(resid)
-        pwrss = float(resid @ w_resid + v @ v)
+        pwrss = float(resid @ w_resid + v @ (self.kinv @ v))
         logdet_vv = fac.logdet()
         dof = self.n - self.p if self.reml else self.n
         sigma2 = pwrss / dof
-        dev = (logdet_vv + (logdet_schur if self.reml else 0.0) + prod.logdet_r
+        dev = (logdet_vv + (logdet_schur if self.reml else 0.0) + prod.logdet_r + self.logdet_k
                + dof * (1.0 + LOG2PI + np.log(sigma2)))
         return Evaluation(theta=theta, deviance=float(dev), sigma2=sigma2, beta=beta, v=v, u=u, resid=resid,
                           w_resid=w_resid, pwrss=pwrss, logdet_vv=logdet_vv, logdet_schur=logdet_schur,
@@ -240,7 +259,8 @@ class MixedModelEquations:
         ev = self.evaluate(theta)
         dof = self.n - self.p if self.reml else self.n
         extra = ev.logdet_schur if self.reml else 0.0
-        return float(ev.logdet_vv + extra + ev.logdet_r + dof * (LOG2PI + np.log(sigma2)) + ev.pwrss / sigma2)
+        return float(ev.logdet_vv + extra + ev.logdet_r + self.logdet_k + dof * (LOG2PI + np.log(sigma2))
+                     + ev.pwrss / sigma2)
 
     # ---- projections used by the derivatives --------------------------------------------------
     def project(self, ev: Evaluation, Q: np.ndarray) -> np.ndarray:
@@ -332,7 +352,7 @@ class MixedModelEquations:
             lam_i_v[ys] = ev.v[xs]
             lam_it_zte = np.zeros(self.q)
             lam_it_zte[xs] = Zte[ys]
-            Q[:, i] = self.Z @ (lam_i_v + lam @ lam_it_zte)
+            Q[:, i] = self.Z @ (lam_i_v + lam @ self.k_times(lam_it_zte))
         return trace, quad, Q
 
     def _eta_gradient(self, theta: np.ndarray, sigma2: float | None = None) -> np.ndarray:
@@ -375,7 +395,8 @@ class MixedModelEquations:
     def em_theta(self, ev: Evaluation, S=None) -> np.ndarray:
         """One EM step (the seed's EM-REML generalised to blocks).
 
-        For term k: ``Sigma_new = Lk [ (1/L) sum_l (v_l v_l' + sigma^2 C^vv_ll) ] Lk'``, and
+        For term k: ``Sigma_new = Lk [ (1/L) sum_{l,l'} K^-1_{ll'} (v_l v_l'' + sigma^2 C^vv_l'l) ] Lk'``
+        (``K = I`` unless the term has a known matrix; the seed's ``u'A^-1u + tr(A^-1 C22) sigma_e^2``), and
         ``sigma^2_new = r2 / (n - p)`` (REML; ``r2 / n`` for ML), then ``theta = chol(Sigma_new / sigma^2_new)``.
         """
         if S is None:
@@ -385,12 +406,30 @@ class MixedModelEquations:
             t0, t1 = self.theta_offsets[k], self.theta_offsets[k + 1]
             Lk = cov.factor(ev.theta[t0:t1])
             m = cov.m
-            vk = ev.v[self.offsets[k]:self.offsets[k + 1]].reshape(blk.n_levels, m)
-            blocks = self.level_blocks(ev, S, k)
-            M = (vk.T @ vk + ev.sigma2 * blocks.sum(axis=0)) / blk.n_levels
+            M = self._second_moment(ev, S, k) / blk.n_levels
             sigma_new = Lk @ M @ Lk.T
             out[t0:t1] = cov.theta_from_relative(sigma_new / ev.sigma2)
         return out
+
+
+    def _second_moment(self, ev: Evaluation, S, k: int) -> np.ndarray:
+        """``sum_{l,l'} K^-1_{l l'} E[v_l' v_l' | y]`` for term k (``K = I`` without a known matrix)."""
+        blk, cov = self.blocks[k], self.covariances[k]
+        m, off = cov.m, self.offsets[k]
+        vk = ev.v[off:self.offsets[k + 1]].reshape(blk.n_levels, m)
+        if blk.known is None:
+            return vk.T @ vk + ev.sigma2 * self.level_blocks(ev, S, k).sum(axis=0)
+        Kinv = blk.known.precision
+        Sk = S[off:self.offsets[k + 1], off:self.offsets[k + 1]]
+        out = vk.T @ (Kinv @ vk)
+        if self.reml and self.p:
+            Wf = scipy.linalg.solve_triangular(ev.schur_chol, ev.B.T, lower=True).T[off:self.offsets[k + 1]]
+        for a in range(m):
+            for b in range(m):
+                out[a, b] += ev.sigma2 * float(Kinv.multiply(Sk[a::m, b::m]).sum())
+                if self.reml and self.p:
+                    out[a, b] += ev.sigma2 * float(np.sum(Wf[a::m] * (Kinv @ Wf[b::m])))
+        return 0.5 * (out + out.T)
 
 
 def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray:
@@ -413,7 +452,7 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
             w[base + a] += Zte[base + b]
             if a != b:
                 w[base + b] += Zte[base + a]
-            cols.append(mme.Z @ w)
+            cols.append(mme.Z @ mme.k_times(w))
     cols.append(ev.resid.copy())
     rho = np.tanh(mme.eta(ev.theta))
     for j in range(mme.n_eta):  # d/drho = d/deta / (1 - rho^2)

@@ -204,6 +204,9 @@ class FitResult:
     def shrinkage(self) -> pd.DataFrame:
         """Per term and effect: levels, observations per level, variance and reliability ``1 - PEV/sigma_u^2``.
 
+        For a term with a known matrix ``K`` the prior variance of level l is ``sigma_u^2 K_ll``
+        (``sigma_a^2 (1 + F_l)`` in an animal model), and the reliability uses it.
+
         In a balanced one-way layout with no fixed effects the reliability is the
         seed's shrinkage factor ``n / (n + alpha)``, ``alpha = sigma_e^2 / sigma_u^2``.
         """
@@ -211,9 +214,10 @@ class FitResult:
         for k, blk in enumerate(self.mme.blocks):
             S = self.term_covariance(k)
             counts = np.bincount(blk.factor.codes, minlength=blk.n_levels)
+            prior = blk.known.diagonal if blk.known is not None else 1.0  # 1 + F for a relationship matrix
             for j, col in enumerate(blk.columns):
                 var = S[j, j]
-                rel = 1.0 - self._pev[k][:, j, j] / var if var > 0 else np.full(blk.n_levels, np.nan)
+                rel = 1.0 - self._pev[k][:, j, j] / (var * prior) if var > 0 else np.full(blk.n_levels, np.nan)
                 rows.append({"term": blk.name, "effect": col, "n_levels": blk.n_levels,
                              "obs_per_level": counts.mean(), "variance": var,
                              "reliability_mean": np.mean(rel), "reliability_min": np.min(rel),
