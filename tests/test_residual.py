@@ -127,3 +127,20 @@ def test_irregular_positions_are_an_error():
 def test_unsupported_residual_structure_is_named():
     with pytest.raises(lmf.ModelSpecificationError, match="us\\(age\\)"):
         lmf.LMM.from_formula("distance ~ age + Subject:us(age)", load_data("Orthodont.csv"))
+
+
+def test_covariance_and_correlation_tables():
+    fit = lmf.LMM.from_formula("distance ~ age * Sex + (1 | Subject) + Subject:ar1(age)",
+                               load_data("Orthodont.csv")).fit()
+    (rho,) = fit.residual_correlations.values()
+    corr = fit.correlation("residual")
+    assert list(corr.index) == ["age=8", "age=10", "age=12", "age=14"]
+    assert corr.loc["age=8", "age=12"] == pytest.approx(rho**2)
+    cov = fit.covariance("residual")
+    assert cov.loc["age=10", "age=10"] == pytest.approx(fit.sigma2)
+    assert fit.covariance("Subject").iloc[0, 0] == pytest.approx(fit.term_covariance(0)[0, 0])
+    with pytest.raises(KeyError, match="Subject"):
+        fit.covariance("nope")
+    vc = fit.variance_components
+    assert vc.loc[vc.parameter == "rho(age)", "estimate"].item() == pytest.approx(rho)
+    assert np.isfinite(vc.std_error).all()

@@ -56,12 +56,15 @@ class ResidualDimension:
         Number of grid positions along this dimension (gaps included for AR1 on a numeric column).
     positions : ndarray of int
         Grid position of each observation.
+    labels : tuple of str
+        Label of each grid position (the column's value there).
     """
 
     variable: str
     kind: str
     size: int
     positions: np.ndarray
+    labels: tuple[str, ...] = ()
 
     @property
     def n_params(self) -> int:
@@ -76,13 +79,17 @@ class ResidualDimension:
         return (self.size - 1) * np.log1p(-rho * rho) if self.kind == "ar1" else 0.0
 
 
-def _grid_positions(col: pd.Series, variable: str, kind: str) -> tuple[np.ndarray, int]:
+def _fmt(x) -> str:
+    return str(int(x)) if isinstance(x, (float, np.floating)) and float(x).is_integer() else str(x)
+
+
+def _grid_positions(col: pd.Series, variable: str, kind: str) -> tuple[np.ndarray, int, tuple[str, ...]]:
     """Numeric columns: value / smallest positive spacing (gaps kept). Otherwise category order."""
     if kind == "ar1" and pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
         vals = col.to_numpy(dtype=float)
         uniq = np.unique(vals)
         if uniq.size == 1:
-            return np.zeros(vals.size, dtype=np.int64), 1
+            return np.zeros(vals.size, dtype=np.int64), 1, (_fmt(uniq[0]),)
         step = np.min(np.diff(uniq))
         pos = (vals - uniq[0]) / step
         if np.max(np.abs(pos - np.round(pos))) > 1e-6:
@@ -91,12 +98,13 @@ def _grid_positions(col: pd.Series, variable: str, kind: str) -> tuple[np.ndarra
                 "ar1 needs equally spaced positions: round them or use a categorical column"
             )
         pos = np.round(pos).astype(np.int64)
-        return pos, int(pos.max()) + 1
+        size = int(pos.max()) + 1
+        return pos, size, tuple(_fmt(uniq[0] + k * step) for k in range(size))
     if isinstance(col.dtype, pd.CategoricalDtype):
         codes = col.cat.codes.to_numpy().astype(np.int64)
-        return codes, len(col.cat.categories)
+        return codes, len(col.cat.categories), tuple(_fmt(c) for c in col.cat.categories)
     codes, uniques = pd.factorize(col, sort=True)
-    return codes.astype(np.int64), len(uniques)
+    return codes.astype(np.int64), len(uniques), tuple(_fmt(u) for u in uniques)
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,8 +198,8 @@ def build_residual(frame: pd.DataFrame, term: ResidualTerm) -> ResidualStructure
                 f"the residual structure '{part.label}' is not estimable in this version; residual terms "
                 "may combine ar1(x), id(x) and plain factors with ':' (other structures: issue #3)"
             )
-        pos, size = _grid_positions(frame[part.variable], part.variable, kind)
-        dims.append(ResidualDimension(variable=part.variable, kind=kind, size=size, positions=pos))
+        pos, size, labels = _grid_positions(frame[part.variable], part.variable, kind)
+        dims.append(ResidualDimension(variable=part.variable, kind=kind, size=size, positions=pos, labels=labels))
     cells = np.zeros(frame.shape[0], dtype=np.int64)
     for d in dims:
         cells = cells * d.size + d.positions

@@ -141,6 +141,40 @@ class FitResult:
         L = cov.factor(self.evaluation.theta[t0:t1])
         return self.sigma2 * (L @ L.T)
 
+    def covariance(self, term: str) -> pd.DataFrame:
+        """Estimated covariance matrix of a term's block, labelled.
+
+        For a random term: the ``m x m`` covariance of its effects within a level.  For ``"residual"``:
+        ``sigma^2`` times the Kronecker product of the correlation matrices of its AR1 dimensions
+        (labels ``dim=value``), i.e. the covariance within one level of its plain factors.
+        """
+        names = [b.name for b in self.mme.blocks]
+        if term in names:
+            k = names.index(term)
+            cols = list(self.mme.blocks[k].columns)
+            return pd.DataFrame(self.term_covariance(k), index=cols, columns=cols)
+        if term == "residual":
+            res = self.mme.residual
+            C, labels = np.ones((1, 1)), [""]
+            if res is not None:
+                for d, rho in zip(res.dimensions, res.rhos(self.mme.eta(self.evaluation.theta))):
+                    if d.kind != "ar1":
+                        continue
+                    i = np.arange(d.size)
+                    C = np.kron(C, rho ** np.abs(i[:, None] - i[None, :]))
+                    labels = [f"{a}:{d.variable}={b}".lstrip(":") for a in labels for b in d.labels]
+            labels = labels if labels != [""] else ["residual"]
+            return pd.DataFrame(self.sigma2 * C, index=labels, columns=labels)
+        raise KeyError(f"no term {term!r}; terms are {', '.join(map(repr, names + ['residual']))}")
+
+    def correlation(self, term: str) -> pd.DataFrame:
+        """Correlation matrix of :meth:`covariance` (NaN where a variance is 0)."""
+        cov = self.covariance(term)
+        sd = np.sqrt(np.clip(np.diag(cov.to_numpy()), 0.0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = cov.to_numpy() / np.outer(sd, sd)
+        return pd.DataFrame(corr, index=cov.index, columns=cov.columns)
+
     @cached_property
     def _variance_parameter_cov(self) -> np.ndarray:
         ai = variance_information(self.mme, self.evaluation)
