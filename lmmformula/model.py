@@ -11,7 +11,7 @@ from .covariance import BlockCovariance
 from .covariance.residual import ResidualStructure, build_residual
 from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_frame
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
-from .errors import ConvergenceWarning, ModelSpecificationError
+from .errors import ConvergenceWarning, DataError, ModelSpecificationError
 from .formula import ParsedFormula, parse_formula
 from .results import FitResult
 
@@ -55,10 +55,13 @@ class LMM:
                 f"'{formula}' has no random term and no residual structure; add one such as '(1 | group)' or "
                 "'ar1(row):ar1(col)', or use an ordinary least-squares routine"
             )
+        if matrices is not None and not isinstance(matrices, dict):
+            raise DataError(f'matrices must be a dict such as {{"A": A}}, got {type(matrices).__name__}')
         frame = model_frame(data, parsed)
         fixed = build_fixed(frame.data, parsed.response, parsed.fixed, formula)
-        random = build_random(frame.data, parsed.random, formula, matrices)
         residual = build_residual(frame.data, parsed.residual) if parsed.residual is not None else None
+        random = build_random(frame.data, parsed.random, formula, matrices,
+                              unit_level_ok=residual is not None and residual.n_params > 0)
         n_theta = sum(b.n_columns * (b.n_columns + 1) // 2 if b.correlated else b.n_columns for b in random)
         n_theta += residual.n_params if residual is not None else 0
         if fixed.X.shape[1] + n_theta + 1 > fixed.y.size:

@@ -32,7 +32,16 @@ _UNKNOWN = {"", "0", "NA", "nan", "None", "<NA>", "."}
 
 
 def _is_unknown(value) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() in _UNKNOWN
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return True
+    return _id(value) in _UNKNOWN
+
+
+def _id(value) -> str:
+    """Identifier as text; integral floats (a column made float by a missing value) lose their '.0'."""
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def order_pedigree(pedigree: pd.DataFrame, animal: str = "animal", sire: str = "sire",
@@ -46,17 +55,23 @@ def order_pedigree(pedigree: pd.DataFrame, animal: str = "animal", sire: str = "
     DataError
         Missing columns, duplicated animals, an animal that is its own ancestor.
     """
+    if not isinstance(pedigree, pd.DataFrame):
+        raise DataError(f"the pedigree must be a pandas DataFrame, got {type(pedigree).__name__}")
     for col in (animal, sire, dam):
         if col not in pedigree.columns:
             raise DataError(f"the pedigree has no column '{col}'; pass animal=, sire=, dam= with its column names")
-    ids = [str(a) for a in pedigree[animal]]
+    bad = [a for a in pedigree[animal] if _is_unknown(a)]
+    if bad:
+        raise DataError(f"the pedigree has an animal with a missing or zero identifier ({bad[0]!r}); "
+                        "every row needs an animal id")
+    ids = [_id(a) for a in pedigree[animal]]
     if len(set(ids)) != len(ids):
         dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
         raise DataError(f"animal {dup!r} appears more than once in the pedigree; keep one row per animal")
     parents = {}
     for a, s, d in zip(ids, pedigree[sire], pedigree[dam]):
-        ps = None if _is_unknown(s) else str(s)
-        pd_ = None if _is_unknown(d) else str(d)
+        ps = None if _is_unknown(s) else _id(s)
+        pd_ = None if _is_unknown(d) else _id(d)
         if a in (ps, pd_):
             raise DataError(f"animal {a!r} is listed as its own parent")
         parents[a] = (ps, pd_)

@@ -30,8 +30,12 @@ CASES = [
     ("no random term", "y ~ x", {}, lmf.ModelSpecificationError, "no random term"),
     ("unsupported residual structure", "y ~ x + (1 | g) + g:us(row)", {}, lmf.ModelSpecificationError,
      "us\\(row\\)"),
-    ("duplicated cells in an AR1 x AR1 residual", "y ~ x + (1 | g) + ar1(row):ar1(f)", {},
-     lmf.DataError, "share the cell"),
+    ("duplicated cells in an AR1 x AR1 residual", "y ~ x + (1 | g) + ar1(row):ar1(half)",
+     {"half": np.repeat(np.arange(1, 9), 5) // 2}, lmf.DataError, "share the cell"),
+    ("ar1 on text positions", "y ~ x + (1 | g) + g:ar1(f)", {}, lmf.DataError, "ordered pandas"),
+    ("ar1 on a single position", "y ~ x + (1 | g) + g:ar1(one)", {"one": 1.0}, lmf.DataError,
+     "single position"),
+    ("matrices not a dict", "y ~ x + (1 | g)", {}, lmf.DataError, "matrices must be a dict"),
     ("non-numeric AR1 positions on an irregular grid", "y ~ x + ar1(irr)", {"irr": np.arange(40) ** 1.5},
      lmf.DataError, "regular grid"),
     ("G-side structure", "y ~ x + ar1(0 + f | g)", {}, lmf.ModelSpecificationError, "ar1"),
@@ -58,8 +62,9 @@ def test_bad_input(df, name, formula, extra, error, message):
     if name == "too many parameters":
         data = data.iloc[:12]
     before = data.copy()
+    kwargs = {"matrices": [1]} if name == "matrices not a dict" else {}
     with pytest.raises(error, match=message) as info:
-        lmf.LMM.from_formula(formula, data).fit()
+        lmf.LMM.from_formula(formula, data, **kwargs).fit()
     assert isinstance(info.value, lmf.LMMError)
     pd.testing.assert_frame_equal(data, before)
 

@@ -45,7 +45,22 @@ def test_inverse_relationship_equals_inverse_of_tabular_A(seed):
     assert K.logdet == pytest.approx(np.linalg.slogdet(A)[1], abs=1e-9)
 
 
+def test_pedigree_with_float_ids_and_missing_parents():
+    """A missing parent makes pandas store ids as floats: 1.0 must still be animal 1."""
+    ped = pd.DataFrame({"animal": [1, 2, 3, 4, 5, 6], "sire": [np.nan, 0, 1, 1, 4, 4],
+                        "dam": [np.nan, 0, 2, 2, 3, 3]})
+    K = inverse_relationship(ped)
+    assert sorted(K.labels) == ["1", "2", "3", "4", "5", "6"]
+    _, s, d = order_pedigree(ped)
+    np.testing.assert_allclose(K.precision.toarray(), np.linalg.inv(tabular_A(s, d)), atol=1e-12)
+    assert K.diagonal.max() > 1.0  # 5 and 6 are offspring of full sibs
+
+
 def test_pedigree_errors():
+    with pytest.raises(lmf.DataError, match="DataFrame"):
+        inverse_relationship([("a", "0", "0")])
+    with pytest.raises(lmf.DataError, match="missing or zero identifier"):
+        inverse_relationship(pd.DataFrame({"animal": ["a", None], "sire": ["0", "0"], "dam": ["0", "0"]}))
     with pytest.raises(lmf.DataError, match="more than once"):
         inverse_relationship(pd.DataFrame({"animal": ["a", "a"], "sire": ["0", "0"], "dam": ["0", "0"]}))
     with pytest.raises(lmf.DataError, match="loop"):
@@ -110,6 +125,42 @@ def test_sparse_inverse_and_dense_covariance_inputs_agree():
     assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_random_slope_with_known_matrix_equals_dense_brute_force(method, sparse, monkeypatch):
+    """(1 + x | vm(animal, "A")): the EM step and the PEV need MME inverse entries across linked levels."""
+    if sparse:  # force the qdldl + Takahashi path, whose selected inverse is limited to the factor's pattern
+        import lmmformula.engine.mme as mme_mod
+        from lmmformula.engine import SparseFactor
+
+        monkeypatch.setattr(mme_mod, "make_factor", lambda A, dense_below=400: SparseFactor(A))
+    data, K, A = _animal_data(7)
+    data = data.assign(x=np.random.default_rng(7).normal(size=len(data)))
+    model = lmf.LMM.from_formula('y ~ x + (1 + x | vm(animal, "A"))', data, matrices={"A": K})
+    fit = model.fit(method=method)
+    mme = fit.mme
+    X, y, Z = mme.X, mme.y, mme.Z.toarray()
+    G = np.kron(A, fit.term_covariance(0))
+    V = Z @ G @ Z.T + fit.sigma2 * np.eye(len(y))
+    Vi = np.linalg.inv(V)
+    XtViX = X.T @ Vi @ X
+    r = y - X @ np.linalg.solve(XtViX, X.T @ Vi @ y)
+    n, p = X.shape
+    const = (n - p) if method == "REML" else n
+    ll = -0.5 * (const * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r
+                 + (np.linalg.slogdet(XtViX)[1] if method == "REML" else 0.0))
+    assert fit.loglik == pytest.approx(ll, rel=1e-10)
+    # PEV = Var(u - u_hat) = G - G Z' P Z G (REML: P; the fixed effects absorbed)
+    P = Vi - Vi @ X @ np.linalg.solve(XtViX, X.T @ Vi)
+    pev = np.diag(G - G @ Z.T @ P @ Z @ G)
+    blup = fit.random_effects['vm(animal, "A")']
+    np.testing.assert_allclose(blup["pev(x)"], pev[1::2], rtol=1e-6)
+    np.testing.assert_allclose(blup["pev((Intercept))"], pev[0::2], rtol=1e-6)
+    # the EM step is a fixed point at the optimum
+    em = mme.em_theta(mme.evaluate(fit.theta))
+    np.testing.assert_allclose(em, fit.theta, rtol=1e-4, atol=1e-6)
+
+
 def test_identity_matrix_equals_plain_term():
     data, _, _ = _animal_data(5)
     herds = sorted(data.herd.unique())
@@ -131,5 +182,8 @@ def test_vm_errors():
     singular = pd.DataFrame(np.ones((len(labels), len(labels))), index=labels, columns=labels)
     with pytest.raises(lmf.DataError, match="not positive definite"):
         lmf.LMM.from_formula('y ~ 1 + (1 | vm(animal, "A"))', data, matrices={"A": singular})
+    dup = pd.DataFrame(np.eye(2), index=["a", "a"], columns=["a", "a"])
+    with pytest.raises(lmf.DataError, match="duplicated labels"):
+        lmf.LMM.from_formula('y ~ 1 + (1 | vm(animal, "A"))', data, matrices={"A": dup})
     with pytest.raises(lmf.DataError, match="labelled pandas DataFrame"):
         lmf.LMM.from_formula('y ~ 1 + (1 | vm(animal, "A"))', data, matrices={"A": np.eye(3)})

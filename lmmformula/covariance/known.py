@@ -20,6 +20,13 @@ from ..errors import DataError
 __all__ = ["KnownMatrix", "known_matrix"]
 
 
+def _level(value) -> str:
+    """Level label as the design writes it (integral floats without '.0')."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 @dataclass(frozen=True, eq=False)
 class KnownMatrix:
     """A labelled known covariance matrix, held through its precision.
@@ -44,7 +51,9 @@ class KnownMatrix:
     def from_precision(cls, precision, labels, diagonal=None) -> "KnownMatrix":
         """From a sparse (or dense) precision ``K^-1``, e.g. from :func:`lmmformula.pedigree.inverse_relationship`."""
         P = sp.csc_matrix(precision, dtype=float)
-        labels = tuple(str(x) for x in labels)
+        labels = tuple(_level(x) for x in labels)
+        if len(set(labels)) != len(labels):
+            raise DataError("the known matrix has duplicated labels; each level needs one row and column")
         if P.shape != (len(labels), len(labels)):
             raise DataError(f"precision matrix of shape {P.shape} does not match {len(labels)} labels")
         from ..engine.factor import NotPositiveDefinite, make_factor
@@ -62,8 +71,10 @@ class KnownMatrix:
     @classmethod
     def from_covariance(cls, K: pd.DataFrame) -> "KnownMatrix":
         """From a labelled dense covariance (relationship matrix, GRM); inverted densely."""
-        labels = tuple(str(x) for x in K.index)
-        if list(map(str, K.columns)) != list(labels):
+        labels = tuple(_level(x) for x in K.index)
+        if len(set(labels)) != len(labels):
+            raise DataError("the known matrix has duplicated labels; each level needs one row and column")
+        if [_level(x) for x in K.columns] != list(labels):
             raise DataError("a known matrix must have the same labels on its rows and columns, in the same order")
         M = K.to_numpy(dtype=float)
         if not np.allclose(M, M.T, atol=1e-10 * max(1.0, np.abs(M).max())):

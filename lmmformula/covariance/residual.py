@@ -100,6 +100,12 @@ def _grid_positions(col: pd.Series, variable: str, kind: str) -> tuple[np.ndarra
         pos = np.round(pos).astype(np.int64)
         size = int(pos.max()) + 1
         return pos, size, tuple(_fmt(uniq[0] + k * step) for k in range(size))
+    if kind == "ar1" and not isinstance(col.dtype, pd.CategoricalDtype):
+        raise DataError(
+            f"ar1 positions in '{variable}' must be numeric (equally spaced values) or an ordered pandas "
+            f"Categorical; got {col.dtype}, whose text order (e.g. t1, t10, t2) is not an order in time or space. "
+            "Convert it with pd.to_numeric or pd.Categorical(..., categories=[...], ordered=True)"
+        )
     if isinstance(col.dtype, pd.CategoricalDtype):
         codes = col.cat.codes.to_numpy().astype(np.int64)
         return codes, len(col.cat.categories), tuple(_fmt(c) for c in col.cat.categories)
@@ -199,6 +205,11 @@ def build_residual(frame: pd.DataFrame, term: ResidualTerm) -> ResidualStructure
                 "may combine ar1(x), id(x) and plain factors with ':' (other structures: issue #3)"
             )
         pos, size, labels = _grid_positions(frame[part.variable], part.variable, kind)
+        if kind == "ar1" and size < 2:
+            raise DataError(
+                f"'{part.label}' has a single position, so its correlation cannot be estimated; "
+                "drop the ar1() or check the column"
+            )
         dims.append(ResidualDimension(variable=part.variable, kind=kind, size=size, positions=pos, labels=labels))
     cells = np.zeros(frame.shape[0], dtype=np.int64)
     for d in dims:

@@ -125,8 +125,11 @@ def _known_factor(frame: pd.DataFrame, variable: str, known: KnownMatrix, name: 
 
 
 def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: str,
-                 matrices: dict | None = None) -> tuple[RandomBlock, ...]:
+                 matrices: dict | None = None, unit_level_ok: bool = False) -> tuple[RandomBlock, ...]:
     """Build the design block of every random term.
+
+    ``unit_level_ok`` allows a grouping with one level per observation (a nugget), which is
+    identifiable next to a correlated residual structure.
 
     Raises
     ------
@@ -162,14 +165,14 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
                 "a random effect needs at least 2. Drop the term or check the data"
             )
         Xk, columns = _term_matrix(frame, term, formula)
-        if factor.n_levels >= n and known is None:
+        if factor.n_levels >= n and known is None and not unit_level_ok:
             raise DataError(
                 f"grouping factor '{group_name}' has {factor.n_levels} levels for {n} observations, so its "
                 "random effect cannot be separated from the residual; drop the term or use a grouping "
                 "with repeated observations"
             )
         m = Xk.shape[1]
-        if factor.n_levels * m >= n and known is None:
+        if known is None and (factor.n_levels * m > n or (factor.n_levels * m == n and not unit_level_ok)):
             raise DataError(
                 f"the term '({term.expr} | {group_name})' has {factor.n_levels * m} random effects for {n} "
                 "observations, so its variances cannot be separated from the residual variance; "

@@ -117,7 +117,7 @@ class MixedModelEquations:
         self._dense_below = dense_below
         self._build_known()
         lam_s = pattern_of(self._lambda_pattern)
-        cpat = (lam_s.T @ self.cross.ztwz_pattern @ lam_s + pattern_of(self.kinv)).tocsc()
+        cpat = (lam_s.T @ self.cross.ztwz_pattern @ lam_s + self._known_pattern()).tocsc()
         cpat.sort_indices()
         self._cvv_pattern = pattern_of(cpat)
         self._cvv_keys = pattern_keys(self._cvv_pattern)
@@ -147,6 +147,15 @@ class MixedModelEquations:
         self.kinv.sort_indices()
         self.has_known = any(b.known is not None for b in self.blocks)
         self._k_solver = make_factor(self.kinv, self._dense_below) if self.has_known else None
+
+    def _known_pattern(self) -> sp.csc_matrix:
+        """Pattern of ``K~^-1`` widened to full ``m x m`` blocks: the EM step and the PEV need the inverse
+        of the MME at (level l, effect a) x (level l', effect b) wherever ``K^-1[l, l'] != 0``."""
+        parts = []
+        for blk, cov in zip(self.blocks, self.covariances):
+            base = pattern_of(blk.known.precision) if blk.known is not None else sp.identity(blk.n_levels)
+            parts.append(sp.kron(base, np.ones((cov.m, cov.m)), format="csc"))
+        return pattern_of(sp.block_diag(parts, format="csc")) if parts else sp.csc_matrix((0, 0))
 
     def k_times(self, x: np.ndarray) -> np.ndarray:
         """``K~ x`` (identity unless a term has a known matrix)."""
