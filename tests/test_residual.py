@@ -144,3 +144,35 @@ def test_covariance_and_correlation_tables():
     vc = fit.variance_components
     assert vc.loc[vc.parameter == "rho(age)", "estimate"].item() == pytest.approx(rho)
     assert np.isfinite(vc.std_error).all()
+
+
+def test_correlation_at_its_bound_is_held_and_flagged():
+    """Residuals that are constant within subject push rho to 1: it stops at 0.999 and the fit is flagged."""
+    rng = np.random.default_rng(1)
+    n_s, n_t = 10, 30
+    y = np.repeat(rng.normal(0, 3, n_s), n_t) + 0.01 * rng.normal(size=n_s * n_t)
+    data = pd.DataFrame({"y": y, "S": np.repeat(np.arange(n_s), n_t), "t": np.tile(np.arange(n_t), n_s)})
+    for method in ("REML", "ML"):
+        fit = lmf.LMM.from_formula("y ~ 1 + S:ar1(t)", data).fit(method=method)
+        assert fit.converged and fit.singular
+        assert fit.residual_correlations["rho(t)"] == pytest.approx(0.999)
+        assert fit.loglik == pytest.approx(dense_loglik(fit), rel=1e-9)
+    fit = lmf.LMM.from_formula("y ~ 1 + S:ar1(t)", data).fit(start=[25.0])  # a start beyond the bound is clipped
+    assert fit.converged
+
+
+def test_large_incomplete_grid_precision_is_exact_and_sparse():
+    from lmmformula.covariance.residual import build_residual
+    from lmmformula.formula import parse_formula
+
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"r": np.repeat(np.arange(7), 6), "c": np.tile(np.arange(6), 7)})
+    d = d.drop(index=rng.choice(len(d), 12, replace=False))
+    res = build_residual(d, parse_formula("y ~ 1 + ar1(r):ar1(c)").residual)
+    W, logdet = res.precision(np.arctanh([0.6, -0.4]))
+    i, j = np.arange(7), np.arange(6)
+    C = np.kron(0.6 ** np.abs(i[:, None] - i), (-0.4) ** np.abs(j[:, None] - j))[np.ix_(res.cells, res.cells)]
+    np.testing.assert_allclose(W.toarray(), np.linalg.inv(C), atol=1e-12)
+    assert logdet == pytest.approx(np.linalg.slogdet(C)[1], abs=1e-10)
+    pattern = res.precision_pattern()
+    assert set(zip(*W.nonzero())) <= set(zip(*pattern.nonzero()))

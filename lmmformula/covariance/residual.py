@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from ..errors import DataError, ModelSpecificationError
 from ..formula.terms import ResidualTerm
@@ -114,7 +113,7 @@ def _grid_positions(col: pd.Series, variable: str, kind: str) -> tuple[np.ndarra
 
 
 @dataclass(frozen=True, eq=False)
-class ResidualStructure:
+class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
     """The residual covariance ``sigma^2 R~(rho)`` of the observations.
 
     Attributes
@@ -162,28 +161,99 @@ class ResidualStructure:
         return W.tocsc(), -logdet_r
 
     def precision(self, eta: np.ndarray) -> tuple[sp.csc_matrix, float]:
-        """Precision ``R~_oo^-1`` of the observations (in observation order) and ``log|R~_oo|``."""
+        """Precision ``R~_oo^-1`` of the observations (in observation order) and ``log|R~_oo|``.
+
+        The Schur complement is taken one connected group of unobserved cells at a time: a group
+        only touches the observed cells next to it, so the update is a small dense block there
+        (an isolated missing plot: a rank-one update of its up to 8 neighbours).
+        """
         W, logdet_w = self.full_precision(eta)
         obs = self.cells
-        if obs.size == self.n_cells:
-            Wo = W[obs][:, obs].tocsc()
-            return Wo, -logdet_w
-        missing = np.setdiff1d(np.arange(self.n_cells), obs)
         W_oo = W[obs][:, obs].tocsc()
-        W_om = W[obs][:, missing].tocsc()
-        W_mm = W[missing][:, missing].tocsc()
-        lu = spla.splu(W_mm, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                       options={"SymmetricMode": True})
-        X = lu.solve(W_om.T.toarray()) if W_om.nnz and missing.size * obs.size <= 4_000_000 else None
-        if X is None:
-            X = sp.csc_matrix(spla.spsolve(W_mm, W_om.T.tocsc()))
-            S = W_oo - (W_om @ X)
+        if obs.size == self.n_cells:
+            return W_oo, -logdet_w
+        plan = self._plan()
+        W_om = W[obs][:, plan.missing].tocsc()
+        W_mm = W[plan.missing][:, plan.missing].tocsc()
+        rows, cols, vals = [], [], []
+        logdet_mm = 0.0
+        for comp, nb in zip(plan.components, plan.neighbours):
+            block = W_mm[comp][:, comp].toarray()
+            Bm = W_om[nb][:, comp].toarray()
+            chol = np.linalg.cholesky(block)
+            logdet_mm += 2.0 * float(np.log(np.diag(chol)).sum())
+            half = np.linalg.solve(chol, Bm.T)
+            upd = half.T @ half
+            rows.append(np.repeat(nb, nb.size))
+            cols.append(np.tile(nb, nb.size))
+            vals.append(upd.ravel())
+        n = obs.size
+        if rows:
+            U = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+            S = (W_oo - U).tocsc()
         else:
-            S = W_oo - sp.csc_matrix(W_om @ X)
-        logdet_mm = float(np.sum(np.log(np.abs(lu.U.diagonal()))))
+            S = W_oo
         S = sp.csc_matrix(0.5 * (S + S.T))
-        S.eliminate_zeros()
         return S, logdet_mm - logdet_w
+
+    def precision_pattern(self) -> sp.csc_matrix:
+        """Structural pattern of :meth:`precision` (the same for every value of the correlations)."""
+        W, _ = self.full_precision(np.full(self.n_params, 0.37))
+        obs = self.cells
+        P = W[obs][:, obs].tocsc()
+        P.data[:] = 1.0
+        if obs.size == self.n_cells:
+            return P
+        plan = self._plan()
+        n = obs.size
+        rows = [np.repeat(nb, nb.size) for nb in plan.neighbours]
+        cols = [np.tile(nb, nb.size) for nb in plan.neighbours]
+        if rows:
+            U = sp.csc_matrix((np.ones(sum(r.size for r in rows)), (np.concatenate(rows), np.concatenate(cols))),
+                              shape=(n, n))
+            P = P + U
+        P = sp.csc_matrix(P)
+        P.data[:] = 1.0
+        return P
+
+    def _plan(self) -> "_MissingPlan":
+        plan = self.__dict__.get("_missing_plan")
+        if plan is None:
+            plan = _missing_plan(self)
+            object.__setattr__(self, "_missing_plan", plan)
+        return plan
+
+
+@dataclass(frozen=True)
+class _MissingPlan:
+    missing: np.ndarray                 # unobserved cells
+    components: tuple[np.ndarray, ...]  # positions in `missing` of each connected group
+    neighbours: tuple[np.ndarray, ...]  # observation indices adjacent to each group
+
+
+def _missing_plan(res: ResidualStructure) -> _MissingPlan:
+    """Connected groups of unobserved cells in the graph of the full-grid precision, and their neighbours."""
+    from scipy.sparse.csgraph import connected_components
+
+    W, _ = res.full_precision(np.full(res.n_params, 0.37))
+    obs = res.cells
+    missing = np.setdiff1d(np.arange(res.n_cells), obs)
+    W_mm = W[missing][:, missing]
+    n_comp, label = connected_components(W_mm, directed=False)
+    W_mo = W[missing][:, obs].tocsr()
+    order = np.argsort(label, kind="stable")
+    bounds = np.searchsorted(label[order], np.arange(n_comp + 1))
+    comps, nbs = [], []
+    for c in range(n_comp):
+        comp = order[bounds[c]:bounds[c + 1]]
+        nb = np.unique(W_mo[comp].indices)
+        if nb.size:
+            comps.append(comp)
+            nbs.append(nb)
+        else:  # a group with no observed neighbour only contributes to log|W_mm|
+            comps.append(comp)
+            nbs.append(np.zeros(0, dtype=np.int64))
+    return _MissingPlan(missing=missing, components=tuple(comps), neighbours=tuple(nbs))
 
 
 def build_residual(frame: pd.DataFrame, term: ResidualTerm) -> ResidualStructure:

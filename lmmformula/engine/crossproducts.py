@@ -37,10 +37,16 @@ def scatter(M: sp.spmatrix, pattern: sp.csc_matrix, keys: np.ndarray) -> sp.csc_
     M = sp.csc_matrix(M)
     M.sum_duplicates()
     M.sort_indices()
-    pos = np.searchsorted(keys, pattern_keys(M))
+    mkeys = pattern_keys(M)
+    pos = np.minimum(np.searchsorted(keys, mkeys), max(keys.size - 1, 0))
+    hit = keys[pos] == mkeys if keys.size else np.zeros(mkeys.size, dtype=bool)
+    if not hit.all():
+        stray = np.abs(M.data[~hit]).max()
+        if stray > 1e-12 * max(float(np.abs(M.data).max()), 1e-300):
+            raise RuntimeError("a matrix has an entry outside its fixed sparsity pattern")
     out = pattern.copy()
     out.data = np.zeros(pattern.nnz)
-    out.data[pos] = M.data
+    out.data[pos[hit]] = M.data[hit]
     return out
 
 
@@ -70,8 +76,8 @@ class CrossProducts:
         self.n_eta = residual.n_params if residual is not None else 0
         if residual is None:
             w_pattern = sp.identity(y.size, format="csc")
-        else:  # generic parameter values give the structural pattern of W
-            w_pattern = pattern_of(residual.precision(np.full(self.n_eta, 0.37))[0])
+        else:
+            w_pattern = residual.precision_pattern()
         zp = pattern_of(Z)
         pat = (zp.T @ w_pattern @ zp).tocsc()
         pat.sort_indices()

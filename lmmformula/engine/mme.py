@@ -47,6 +47,7 @@ from .selinv import column_dots
 __all__ = ["MixedModelEquations", "Evaluation", "Derivatives"]
 
 LOG2PI = float(np.log(2.0 * np.pi))
+RHO_MAX = 0.999  # residual correlations are kept in [-0.999, 0.999] (ASReml's bound); the limit is flagged
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,9 @@ class MixedModelEquations:
         self.residual = residual
         self.n_eta = residual.n_params if residual is not None else 0
         self.n_params = self.n_theta + self.n_eta
-        lower = [c.lower_bounds for c in covariances] + [np.full(self.n_eta, -np.inf)]
-        self.lower = np.concatenate(lower)
+        eta_max = float(np.arctanh(RHO_MAX))
+        self.lower = np.concatenate([c.lower_bounds for c in covariances] + [np.full(self.n_eta, -eta_max)])
+        self.upper = np.concatenate([np.full(self.n_theta, np.inf), np.full(self.n_eta, eta_max)])
         self._build_lambda_map()
         self.cross = CrossProducts(self.y, self.X, self.Z, residual)
         self._dense_below = dense_below
@@ -197,15 +199,19 @@ class MixedModelEquations:
 
     # ---- evaluation ------------------------------------------------------------------------
     def canonical(self, theta: np.ndarray) -> np.ndarray:
-        """Theta with every diagonal entry of every ``Lk`` non-negative (same covariance)."""
+        """Theta with every diagonal entry of every ``Lk`` non-negative (same covariance), and residual
+        parameters clipped to their bounds."""
         theta = np.array(theta, dtype=float)
         for k, cov in enumerate(self.covariances):
             t0, t1 = self.theta_offsets[k], self.theta_offsets[k + 1]
             theta[t0:t1] = cov.canonical(theta[t0:t1])
+        theta[self.n_theta:] = np.clip(theta[self.n_theta:], self.lower[self.n_theta:], self.upper[self.n_theta:])
         return theta
 
     def below_diagonal(self, i: int) -> list[int]:
         """Global theta indices below diagonal entry ``i`` in its column of ``Lk``."""
+        if i >= self.n_theta:
+            return []
         k = int(np.searchsorted(self.theta_offsets, i, side="right") - 1)
         t0 = self.theta_offsets[k]
         return [t0 + u for u in self.covariances[k].below_diagonal(i - t0)]

@@ -98,7 +98,7 @@ def _line_search(mme: MixedModelEquations, ev: Evaluation, direction: np.ndarray
         cand = mme.canonical(ev.theta + t * direction)
         try:
             trial = mme.evaluate(cand)
-        except NotPositiveDefinite:
+        except (NotPositiveDefinite, np.linalg.LinAlgError, RuntimeError):
             trial = None
         if trial is not None and trial.deviance <= ev.deviance + 1e-12:
             return trial, t
@@ -154,7 +154,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         der = mme.derivatives(ev)
         score = -0.5 * der.gradient
         # a variance exactly at 0 has zero score and zero information: hold it (released below)
-        held = (theta <= lower) & (score <= 0)
+        held = ((theta <= lower) & (score <= 0)) | ((theta >= mme.upper) & (score >= 0))
         free = ~held
         direction = np.zeros_like(theta)
         if free.any():
@@ -191,7 +191,8 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         log(it, alg, ev, step)
     else:
         message = f"stopped after {max_iter} iterations"
-    bounds = tuple(int(i) for i in np.flatnonzero(np.isfinite(lower) & (theta <= lower + SINGULAR_TOL)))
+    bounds = tuple(int(i) for i in np.flatnonzero((np.isfinite(lower) & (theta <= lower + SINGULAR_TOL))
+                                                  | (theta >= mme.upper - SINGULAR_TOL)))
     return OptimizerResult(theta=theta, converged=converged, n_iter=it, history=tuple(history),
                            criterion=crit, at_boundary=bounds, message=message, tol=tol)
 
@@ -221,7 +222,7 @@ def _release_boundary(mme: MixedModelEquations, ev: Evaluation, held: np.ndarray
     covariance, but it does once ``Lk[j, j] > 0``: both signs are tried.
     """
     for i in np.flatnonzero(held):
-        if releases.get(int(i), 0) >= max_releases:
+        if i >= mme.n_theta or releases.get(int(i), 0) >= max_releases:
             continue
         releases[int(i)] = releases.get(int(i), 0) + 1
         below = mme.below_diagonal(int(i))
