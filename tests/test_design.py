@@ -115,3 +115,11 @@ def test_r_factor_call_is_understood_and_named_as_in_r(frame):
     fit = lmf.LMM.from_formula("y ~ x * factor(d) + (1 | g)", df).fit()
     assert list(fit.fixed_effects.index) == ["(Intercept)", "x", "factor(d)2", "factor(d)3", "x:factor(d)2",
                                              "x:factor(d)3"]
+
+
+@pytest.mark.parametrize("structured, plain", [("us(1 + x | g)", "(1 + x | g)"), ("diag(1 + x | g)", "(1 + x || g)")])
+def test_us_and_diag_around_a_term_are_the_bar_forms(frame, structured, plain):
+    a = lmf.LMM.from_formula(f"y ~ x + {structured}", frame).fit()
+    b = lmf.LMM.from_formula(f"y ~ x + {plain}", frame).fit()
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-10)
+    assert a.variance_components.parameter.tolist() == b.variance_components.parameter.tolist()

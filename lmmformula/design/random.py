@@ -110,6 +110,10 @@ def grouping_factor(frame: pd.DataFrame, variables: tuple[str, ...], name: str) 
     return GroupingFactor(name=name, codes=codes.ravel().astype(np.int64), levels=labels)
 
 
+# Structures around a random term that are the plain bar forms: us(x | g) is (x | g), diag(x | g) is (x || g).
+_COLUMN_ALIASES = {"us": True, "diag": False}
+
+
 def _known_factor(frame: pd.DataFrame, variable: str, known: KnownMatrix, name: str) -> GroupingFactor:
     """Codes of ``variable`` into the labels of a known matrix (all labels are levels)."""
     index = {lab: i for i, lab in enumerate(known.labels)}
@@ -143,13 +147,17 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
     n = frame.shape[0]
     for term in terms:
         known = _known_for(term, matrices or {})
-        structured = term.structure or next((p.structure for p in term.group
-                                             if p.structure and p.structure.name != "vm"), None)
+        correlated = term.correlated
+        if term.structure is not None and term.structure.name in _COLUMN_ALIASES:
+            correlated = _COLUMN_ALIASES[term.structure.name]
+        structured = (term.structure if term.structure is not None and term.structure.name not in _COLUMN_ALIASES
+                      else None) or next((p.structure for p in term.group
+                                          if p.structure and p.structure.name != "vm"), None)
         if structured is not None:
             raise ModelSpecificationError(
                 f"the covariance structure '{structured.text}' is part of the formula language, but this "
-                "version estimates only unstructured ('|'), diagonal ('||') and known-matrix (vm) random "
-                "terms; remove the structure or wait for structured terms (issue #3)"
+                "version estimates only unstructured ('|' or us(...)), diagonal ('||' or diag(...)) and "
+                "known-matrix (vm) random terms; remove the structure or wait for structured terms (issue #3)"
             )
         group_name = term.group_name
         count = seen.get(group_name, 0)
@@ -183,7 +191,7 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
         Z = sp.csc_matrix((Xk.ravel(), (rows, cols)), shape=(n, factor.n_levels * m))
         Z.sort_indices()
         blocks.append(RandomBlock(name=name, factor=factor, columns=columns, X=Xk, Z=Z,
-                                  correlated=term.correlated, known=known))
+                                  correlated=correlated, known=known))
     return tuple(blocks)
 
 
