@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -43,3 +44,41 @@ def level_to_ours(level: str, group: str, term: str) -> str:
 @pytest.fixture(scope="session")
 def golden():
     return GOLDEN
+
+
+def dense_V(fit) -> np.ndarray:
+    """``V = Z G Z' + sigma^2 R~`` built densely from a fit's estimates (small models only)."""
+    mme = fit.mme
+    Z = mme.Z.toarray()
+    G = np.zeros((mme.q, mme.q))
+    for k, blk in enumerate(mme.blocks):
+        s0, s1 = mme.offsets[k], mme.offsets[k + 1]
+        K = np.eye(blk.n_levels) if blk.known is None else np.linalg.inv(blk.known.precision.toarray())
+        G[s0:s1, s0:s1] = np.kron(K, fit.term_covariance(k))
+    R = np.eye(mme.n)
+    res = mme.residual
+    if res is not None:
+        C = np.ones((1, 1))
+        for d, rho in zip(res.dimensions, res.rhos(mme.eta(fit.theta))):
+            i = np.arange(d.size)
+            C = np.kron(C, rho ** np.abs(i[:, None] - i[None, :]) if d.kind == "ar1" else np.eye(d.size))
+        R = C[np.ix_(res.cells, res.cells)]
+    return Z @ G @ Z.T + fit.sigma2 * R
+
+
+def dense_loglik(fit) -> tuple[float, np.ndarray]:
+    """The oracle: -1/2 [(n-p) log 2pi + log|V| + log|X'V^-1X| + y'Py] (REML) or
+    -1/2 [n log 2pi + log|V| + (y-Xb)'V^-1(y-Xb)] (ML) from a dense V; returns (loglik, GLS b)."""
+    X, y = fit.mme.X, fit.mme.y
+    V = dense_V(fit)
+    Vi = np.linalg.inv(V)
+    XtViX = X.T @ Vi @ X
+    b = np.linalg.solve(XtViX, X.T @ Vi @ y)
+    r = y - X @ b
+    n, p = X.shape
+    if fit.method == "REML":
+        ll = -0.5 * ((n - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1]
+                     + r @ Vi @ r)
+    else:
+        ll = -0.5 * (n * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r)
+    return ll, b

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import lmmformula as lmf
+from conftest import dense_loglik, dense_V
 from lmmformula.pedigree import inverse_relationship, order_pedigree
 
 
@@ -91,25 +92,18 @@ def test_animal_model_equals_dense_brute_force(method):
         method=method)
     assert fit.converged
     mme = fit.mme
-    X, y, Z = mme.X, mme.y, mme.Z.toarray()
+    Z = mme.Z.toarray()
     o = mme.offsets
-    G = np.zeros((mme.q, mme.q))
-    G[o[0]:o[1], o[0]:o[1]] = fit.term_covariance(0)[0, 0] * np.eye(o[1] - o[0])
-    G[o[1]:o[2], o[1]:o[2]] = fit.term_covariance(1)[0, 0] * A
-    V = Z @ G @ Z.T + fit.sigma2 * np.eye(len(y))
+    V = dense_V(fit)
     Vi = np.linalg.inv(V)
-    XtViX = X.T @ Vi @ X
-    r = y - X @ np.linalg.solve(XtViX, X.T @ Vi @ y)
-    n, p = X.shape
-    if method == "REML":
-        ll = -0.5 * ((n - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1] + r @ Vi @ r)
-    else:
-        ll = -0.5 * (n * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r)
+    ll, b = dense_loglik(fit)
+    r = mme.y - mme.X @ b
+    G_animal = fit.term_covariance(1)[0, 0] * A
     assert fit.loglik == pytest.approx(ll, rel=1e-10)
     # BLUPs of every animal in the pedigree, ancestors without records included
     blup = fit.random_effects['vm(animal, "A")']
     assert len(blup) == len(K.labels)
-    u_dense = G[o[1]:o[2], o[1]:o[2]] @ Z[:, o[1]:o[2]].T @ Vi @ r
+    u_dense = G_animal @ Z[:, o[1]:o[2]].T @ Vi @ r
     np.testing.assert_allclose(blup["(Intercept)"].to_numpy(), u_dense, rtol=1e-6, atol=1e-9)
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -139,17 +133,11 @@ def test_random_slope_with_known_matrix_equals_dense_brute_force(method, sparse,
     model = lmf.LMM.from_formula('y ~ x + (1 + x | vm(animal, "A"))', data, matrices={"A": K})
     fit = model.fit(method=method)
     mme = fit.mme
-    X, y, Z = mme.X, mme.y, mme.Z.toarray()
+    X, Z = mme.X, mme.Z.toarray()
     G = np.kron(A, fit.term_covariance(0))
-    V = Z @ G @ Z.T + fit.sigma2 * np.eye(len(y))
-    Vi = np.linalg.inv(V)
+    Vi = np.linalg.inv(dense_V(fit))
     XtViX = X.T @ Vi @ X
-    r = y - X @ np.linalg.solve(XtViX, X.T @ Vi @ y)
-    n, p = X.shape
-    const = (n - p) if method == "REML" else n
-    ll = -0.5 * (const * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r
-                 + (np.linalg.slogdet(XtViX)[1] if method == "REML" else 0.0))
-    assert fit.loglik == pytest.approx(ll, rel=1e-10)
+    assert fit.loglik == pytest.approx(dense_loglik(fit)[0], rel=1e-10)
     # PEV = Var(u - u_hat) = G - G Z' P Z G (REML: P; the fixed effects absorbed)
     P = Vi - Vi @ X @ np.linalg.solve(XtViX, X.T @ Vi)
     pev = np.diag(G - G @ Z.T @ P @ Z @ G)

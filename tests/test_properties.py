@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lmmformula as lmf
+from conftest import dense_loglik
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -34,36 +35,12 @@ def designs(draw, slopes=None, crossed=None, min_sd=0.0):
     return data, "y ~ x + " + " + ".join(terms)
 
 
-def _dense_loglik(fit, method):
-    """-1/2 [(n-p) log 2pi + log|V| + log|X'V^-1X| + y'Py] (REML) or the ML analogue, from dense V."""
-    mme = fit.mme
-    X, y = mme.X, mme.y
-    Z = mme.Z.toarray()
-    G = np.zeros((mme.q, mme.q))
-    for k, blk in enumerate(mme.blocks):
-        S = fit.term_covariance(k)
-        m = blk.n_columns
-        for lv in range(blk.n_levels):
-            s = mme.offsets[k] + lv * m
-            G[s:s + m, s:s + m] = S
-    V = Z @ G @ Z.T + fit.sigma2 * np.eye(mme.n)
-    Vi = np.linalg.inv(V)
-    XtViX = X.T @ Vi @ X
-    b = np.linalg.solve(XtViX, X.T @ Vi @ y)
-    r = y - X @ b
-    n, p = X.shape
-    if method == "REML":
-        return -0.5 * ((n - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1]
-                       + r @ Vi @ r), b
-    return -0.5 * (n * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r), b
-
-
 @SETTINGS
 @given(designs(), st.sampled_from(["REML", "ML"]))
 def test_loglik_equals_dense_brute_force(case, method):
     data, formula = case
     fit = lmf.LMM.from_formula(formula, data).fit(method=method)
-    ll, b = _dense_loglik(fit, method)
+    ll, b = dense_loglik(fit)
     assert fit.loglik == pytest.approx(ll, rel=1e-9, abs=1e-8)
     np.testing.assert_allclose(fit.fixed_effects.estimate, b, rtol=1e-7, atol=1e-9)
 
