@@ -1,7 +1,9 @@
 """Engine: assembly and factorization of the mixed model equations, REML/ML iterations."""
 
 from .factor import DenseFactor, NotPositiveDefinite, SparseFactor, make_factor
-from .mme import Derivatives, Evaluation, MixedModelEquations, variance_information
+from .em import em_step
+from .information import variance_information
+from .mme import Derivatives, Evaluation, MixedModelEquations
 from .reml import IterationRecord, OptimizerResult, fit_variance_parameters
 from .selinv import column_dots, takahashi
 
@@ -14,6 +16,7 @@ __all__ = [
     "Evaluation",
     "Derivatives",
     "variance_information",
+    "em_step",
     "IterationRecord",
     "OptimizerResult",
     "fit_variance_parameters",

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .factor import NotPositiveDefinite
+from .em import em_step
 from .mme import Evaluation, MixedModelEquations
 
 __all__ = ["IterationRecord", "OptimizerResult", "fit_variance_parameters", "SINGULAR_TOL"]
@@ -184,7 +185,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
                 new_ev, step = _line_search(mme, ev, newton)
         if new_ev is None:
             alg = "EM"
-            new_ev, step = mme.evaluate(mme.canonical(mme.em_theta(ev, der.selected_inverse))), 1.0
+            new_ev, step = mme.evaluate(mme.canonical(em_step(mme, ev, der.selected_inverse))), 1.0
         new_ev = _snap_to_bound(mme, new_ev)
         last_change = abs(ev.deviance - new_ev.deviance) / 2.0
         ev, theta = new_ev, new_ev.theta
