@@ -83,44 +83,55 @@ class CrossProducts:
         pat.sort_indices()
         self.ztwz_pattern = pattern_of(pat)
         self._keys = pattern_keys(self.ztwz_pattern)
-        self._cache: WeightedProducts | None = None
-        self._solver = None
+        self._cache: dict[tuple[float, ...], WeightedProducts] = {}
+        self._solvers: dict[tuple[float, ...], object] = {}
+
+    CACHE_SIZE = 6  # the iterate, its finite-difference neighbours and a line-search trial
 
     def at(self, eta: np.ndarray) -> WeightedProducts:
-        """Products at ``eta`` (cached for the last value)."""
+        """Products at ``eta`` (the last few values are cached)."""
         key = tuple(float(e) for e in np.asarray(eta, dtype=float))
-        if self._cache is not None and self._cache.eta == key:
-            return self._cache
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         y, X, Z = self.y, self.X, self.Z
         if self.residual is None:
             W, logdet_r, WZ, WX, Wy = None, 0.0, Z, X, y
         else:
             W, logdet_r = self.residual.precision(np.asarray(key))
             WZ, WX, Wy = (W @ Z).tocsc(), W @ X, W @ y
-        self._cache = WeightedProducts(
+        prod = WeightedProducts(
             eta=key, W=W, logdet_r=float(logdet_r),
             ZtWZ=scatter(Z.T @ WZ, self.ztwz_pattern, self._keys),
             ZtWX=np.asarray(Z.T @ WX), XtWX=X.T @ WX,
             ZtWy=np.asarray(Z.T @ Wy).ravel(), XtWy=X.T @ Wy)
-        self._solver = None
-        return self._cache
+        if len(self._cache) >= self.CACHE_SIZE:
+            oldest = next(iter(self._cache))
+            self._cache.pop(oldest)
+            self._solvers.pop(oldest, None)
+        self._cache[key] = prod
+        return prod
 
     def covariance_times(self, eta: np.ndarray, M: np.ndarray) -> np.ndarray:
         """``R~ M`` by a sparse solve with ``W`` (the residual correlation times a vector)."""
         prod = self.at(eta)
         if prod.W is None:
             return M
-        if self._solver is None:
-            self._solver = spla.factorized(prod.W.tocsc())
+        solver = self._solvers.get(prod.eta)
+        if solver is None:
+            solver = self._solvers[prod.eta] = spla.factorized(prod.W.tocsc())
         M = np.asarray(M, dtype=float)
         if M.ndim == 1:
-            return self._solver(M)
-        return np.column_stack([self._solver(M[:, j]) for j in range(M.shape[1])])
+            return solver(M)
+        return np.column_stack([solver(M[:, j]) for j in range(M.shape[1])])
 
-    def precision_derivative(self, eta: np.ndarray, j: int, h: float = 1e-6) -> sp.csc_matrix:
-        """``dW / d eta_j`` by central differences of the (exact) observed precision."""
+    def precision_derivative(self, eta: np.ndarray, j: int, h: float = 1e-5) -> sp.csc_matrix:
+        """``dW / d eta_j`` by central differences of the (exact) observed precision.
+
+        The step equals the one of the gradient's central differences, so both share cached products.
+        """
         e = np.zeros(self.n_eta)
         e[j] = h
-        Wp = self.residual.precision(np.asarray(eta) + e)[0]
-        Wm = self.residual.precision(np.asarray(eta) - e)[0]
+        Wp = self.at(np.asarray(eta) + e).W
+        Wm = self.at(np.asarray(eta) - e).W
         return ((Wp - Wm) / (2.0 * h)).tocsc()
