@@ -61,7 +61,12 @@ def dense_V(fit) -> np.ndarray:
         C = np.ones((1, 1))
         for d, rho in zip(res.dimensions, res.rhos(mme.eta(fit.theta))):
             i = np.arange(d.size)
-            C = np.kron(C, rho ** np.abs(i[:, None] - i[None, :]) if d.kind == "ar1" else np.eye(d.size))
+            if d.kind == "ar1":
+                C = np.kron(C, rho ** np.abs(i[:, None] - i[None, :]))
+            elif d.kind == "cs":
+                C = np.kron(C, (1.0 - rho) * np.eye(d.size) + rho)
+            else:
+                C = np.kron(C, np.eye(d.size))
         R = C[np.ix_(res.cells, res.cells)]
     return Z @ G @ Z.T + fit.sigma2 * R
 

@@ -19,7 +19,7 @@ NLME = json.loads((pathlib.Path(__file__).parent / "golden" / "nlme.json").read_
 
 
 @pytest.mark.parametrize("case", NLME["cases"], ids=[c["name"] for c in NLME["cases"]])
-def test_ar1_matches_nlme(case):
+def test_matches_nlme(case):
     data = load_data(case["data"])
     data = data.drop(index=data.index[case["drop_rows"]])
     fit = lmf.LMM.from_formula(case["formula"], data).fit(method="REML" if case["REML"] else "ML")
@@ -150,3 +150,16 @@ def test_large_incomplete_grid_precision_is_exact_and_sparse():
     assert logdet == pytest.approx(np.linalg.slogdet(C)[1], abs=1e-10)
     pattern = res.precision_pattern()
     assert set(zip(*W.nonzero())) <= set(zip(*pattern.nonzero()))
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_compound_symmetry_with_text_levels_equals_dense_brute_force(method):
+    """cs() is exchangeable, so its positions may be text; with missing cells the likelihood stays exact."""
+    data = load_data("Orthodont.csv").assign(occasion=lambda d: "visit" + (d.age // 2).astype(str))
+    data = data.drop(index=[3, 10, 11, 50])
+    fit = lmf.LMM.from_formula("distance ~ age * Sex + Subject:cs(occasion)", data).fit(method=method)
+    assert fit.converged
+    assert fit.loglik == pytest.approx(dense_loglik(fit)[0], rel=1e-10)
+    (rho,) = fit.residual_correlations.values()
+    corr = fit.correlation("residual").to_numpy()
+    assert corr[0, 3] == pytest.approx(rho) and corr[1, 2] == pytest.approx(rho)

@@ -1,4 +1,5 @@
-"""Residual (R-side) covariance: Kronecker products of AR1 and identity dimensions, as sparse precisions.
+"""Residual (R-side) covariance: Kronecker products of AR1, compound-symmetry and identity dimensions, as sparse
+precisions.
 
 The residual term ``d1:d2:...`` (e.g. ``ar1(row):ar1(col)`` or ``Subject:ar1(time)``) defines a grid, the
 product of its dimensions; each observation sits in one cell.  On the full grid
@@ -8,6 +9,9 @@ product of its dimensions; each observation sits in one cell.  On the full grid
 where an identity dimension has ``Q = I`` and an AR1 dimension with correlation rho has the tridiagonal
 
     Q = (1 / (1 - rho^2)) tridiag(-rho; 1, 1 + rho^2, ..., 1 + rho^2, 1; -rho),   log|R| = (m - 1) log(1 - rho^2)
+
+and a compound-symmetry dimension ``R = (1 - rho) I + rho J`` has
+``Q = (I - rho / (1 + (m-1) rho) J) / (1 - rho)``, ``log|R| = (m - 1) log(1 - rho) + log(1 + (m - 1) rho)``
 
 so the precision of an AR1 x AR1 field has at most 9 non-zeros per row.  When some cells are not observed
 (missing plots, missing responses, unequal follow-up), the covariance of the observed cells is the
@@ -31,6 +35,16 @@ from ..errors import DataError, ModelSpecificationError
 from ..formula.terms import ResidualTerm
 
 __all__ = ["ResidualDimension", "ResidualStructure", "build_residual", "ar1_precision"]
+
+
+RHO_MAX = 0.999  # residual correlations are kept within [-0.999, 0.999] (ASReml's bound); the limit is flagged
+
+
+def cs_precision(m: int, rho: float) -> sp.csc_matrix:
+    """Inverse of the compound-symmetry correlation ``(1 - rho) I + rho J``:
+    ``(I - rho / (1 + (m - 1) rho) J) / (1 - rho)`` (dense within the dimension)."""
+    Q = (np.eye(m) - rho / (1.0 + (m - 1) * rho)) / (1.0 - rho)
+    return sp.csc_matrix(Q)
 
 
 def ar1_precision(m: int, rho: float) -> sp.csc_matrix:
@@ -67,15 +81,36 @@ class ResidualDimension:
 
     @property
     def n_params(self) -> int:
-        return 1 if self.kind == "ar1" else 0
+        return 1 if self.kind in ("ar1", "cs") else 0
 
     def precision(self, rho: float | None) -> sp.csc_matrix:
         if self.kind == "ar1":
             return ar1_precision(self.size, rho)
+        if self.kind == "cs":
+            return cs_precision(self.size, rho)
         return sp.identity(self.size, format="csc")
 
     def log_det_correlation(self, rho: float | None) -> float:
-        return (self.size - 1) * np.log1p(-rho * rho) if self.kind == "ar1" else 0.0
+        if self.kind == "ar1":
+            return (self.size - 1) * np.log1p(-rho * rho)
+        if self.kind == "cs":
+            return (self.size - 1) * np.log1p(-rho) + np.log1p((self.size - 1) * rho)
+        return 0.0
+
+    def correlation(self, rho: float | None) -> np.ndarray:
+        """The dense ``size x size`` correlation matrix (for reporting and tests)."""
+        i = np.arange(self.size)
+        if self.kind == "ar1":
+            return rho ** np.abs(i[:, None] - i[None, :])
+        if self.kind == "cs":
+            return (1.0 - rho) * np.eye(self.size) + rho
+        return np.eye(self.size)
+
+    def rho_bounds(self) -> tuple[float, float]:
+        """Admissible correlations: |rho| <= 0.999; compound symmetry also needs rho > -1/(size-1)."""
+        if self.kind == "cs":
+            return max(-RHO_MAX, -1.0 / (self.size - 1) + 1e-3), RHO_MAX
+        return -RHO_MAX, RHO_MAX
 
 
 def _fmt(x) -> str:
@@ -135,7 +170,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
-        return tuple(f"rho({d.variable})" for d in self.dimensions if d.kind == "ar1")
+        return tuple(f"rho({d.variable})" for d in self.dimensions if d.n_params)
 
     @property
     def n_cells(self) -> int:
@@ -146,7 +181,11 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
 
     def rhos(self, eta: np.ndarray) -> list[float | None]:
         it = iter(np.tanh(np.asarray(eta, dtype=float)))
-        return [next(it) if d.kind == "ar1" else None for d in self.dimensions]
+        return [next(it) if d.n_params else None for d in self.dimensions]
+
+    def rho_bounds(self) -> list[tuple[float, float]]:
+        """Bounds of each correlation parameter."""
+        return [d.rho_bounds() for d in self.dimensions if d.n_params]
 
     def full_precision(self, eta: np.ndarray) -> tuple[sp.csc_matrix, float]:
         """Precision of the full grid and its log-determinant (``-log|R~|``)."""
@@ -269,13 +308,13 @@ def build_residual(frame: pd.DataFrame, term: ResidualTerm) -> ResidualStructure
     dims = []
     for part in term.parts:
         kind = part.structure.name if part.structure is not None else "id"
-        if kind not in ("ar1", "id"):
+        if kind not in ("ar1", "cs", "id"):
             raise ModelSpecificationError(
                 f"the residual structure '{part.label}' is not estimable in this version; residual terms "
-                "may combine ar1(x), id(x) and plain factors with ':' (other structures: issue #3)"
+                "may combine ar1(x), cs(x), id(x) and plain factors with ':' (other structures: issue #3)"
             )
         pos, size, labels = _grid_positions(frame[part.variable], part.variable, kind)
-        if kind == "ar1" and size < 2:
+        if kind in ("ar1", "cs") and size < 2:
             raise DataError(
                 f"'{part.label}' has a single position, so its correlation cannot be estimated; "
                 "drop the ar1() or check the column"

@@ -47,7 +47,6 @@ from .selinv import column_dots
 __all__ = ["MixedModelEquations", "Evaluation", "Derivatives"]
 
 LOG2PI = float(np.log(2.0 * np.pi))
-RHO_MAX = 0.999  # residual correlations are kept in [-0.999, 0.999] (ASReml's bound); the limit is flagged
 
 
 @dataclass(frozen=True)
@@ -111,9 +110,9 @@ class MixedModelEquations:
         self.residual = residual
         self.n_eta = residual.n_params if residual is not None else 0
         self.n_params = self.n_theta + self.n_eta
-        eta_max = float(np.arctanh(RHO_MAX))
-        self.lower = np.concatenate([c.lower_bounds for c in covariances] + [np.full(self.n_eta, -eta_max)])
-        self.upper = np.concatenate([np.full(self.n_theta, np.inf), np.full(self.n_eta, eta_max)])
+        rho_bounds = np.array(residual.rho_bounds() if residual is not None else np.zeros((0, 2))).reshape(-1, 2)
+        self.lower = np.concatenate([c.lower_bounds for c in covariances] + [np.arctanh(rho_bounds[:, 0])])
+        self.upper = np.concatenate([np.full(self.n_theta, np.inf), np.arctanh(rho_bounds[:, 1])])
         self._build_lambda_map()
         self.cross = CrossProducts(self.y, self.X, self.Z, residual)
         self._dense_below = dense_below

@@ -145,7 +145,7 @@ class FitResult:
         """Estimated covariance matrix of a term's block, labelled.
 
         For a random term: the ``m x m`` covariance of its effects within a level.  For ``"residual"``:
-        ``sigma^2`` times the Kronecker product of the correlation matrices of its AR1 dimensions
+        ``sigma^2`` times the Kronecker product of the correlation matrices of its ar1/cs dimensions
         (labels ``dim=value``), i.e. the covariance within one level of its plain factors.
         """
         names = [b.name for b in self.mme.blocks]
@@ -158,10 +158,9 @@ class FitResult:
             C, labels = np.ones((1, 1)), [""]
             if res is not None:
                 for d, rho in zip(res.dimensions, res.rhos(self.mme.eta(self.evaluation.theta))):
-                    if d.kind != "ar1":
+                    if not d.n_params:
                         continue
-                    i = np.arange(d.size)
-                    C = np.kron(C, rho ** np.abs(i[:, None] - i[None, :]))
+                    C = np.kron(C, d.correlation(rho))
                     labels = [f"{a}:{d.variable}={b}".lstrip(":") for a in labels for b in d.labels]
             labels = labels if labels != [""] else ["residual"]
             return pd.DataFrame(self.sigma2 * C, index=labels, columns=labels)

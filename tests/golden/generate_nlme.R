@@ -1,8 +1,9 @@
-# Golden values for residual (R-side) AR1 structures, from nlme.
+# Golden values for residual (R-side) AR1 and compound-symmetry structures, from nlme.
 # Run from the repository root:  Rscript tests/golden/generate_nlme.R
 # Needs Debian packages r-base-core r-cran-nlme r-cran-jsonlite. Writes tests/golden/nlme.json.
 # lmmformula's `Subject:ar1(age)` is nlme's corAR1(form = ~ t | Subject) with t the grid position
-# (age - 8) / 2; gaps in t (dropped rows) are gaps in the grid in both.
+# (age - 8) / 2; gaps in t (dropped rows) are gaps in the grid in both. `Subject:cs(age)` is
+# corCompSymm(form = ~ 1 | Subject).
 suppressMessages({library(nlme); library(jsonlite)})
 o <- read.csv("tests/data/Orthodont.csv", stringsAsFactors = TRUE)
 o$t <- (o$age - 8) / 2
@@ -33,6 +34,13 @@ for (reml in c(TRUE, FALSE)) {
   cases[[length(cases) + 1]] <- record(paste0("orthodont_ar1_gaps_", tolower(m)), "Orthodont.csv",
                                        c(2, 7, 15, 16, 40, 63, 90) - 1L,
                                        "distance ~ age * Sex + Subject:ar1(age)", gm, reml)
+  gc <- gls(distance ~ age * Sex, o, correlation = corCompSymm(form = ~ 1 | Subject), method = m)
+  cases[[length(cases) + 1]] <- record(paste0("orthodont_cs_", tolower(m)), "Orthodont.csv", integer(0),
+                                       "distance ~ age * Sex + Subject:cs(age)", gc, reml)
+  gcm <- gls(distance ~ age * Sex, o_missing, correlation = corCompSymm(form = ~ 1 | Subject), method = m)
+  cases[[length(cases) + 1]] <- record(paste0("orthodont_cs_gaps_", tolower(m)), "Orthodont.csv",
+                                       c(2, 7, 15, 16, 40, 63, 90) - 1L,
+                                       "distance ~ age * Sex + Subject:cs(age)", gcm, reml)
   ls <- lme(Reaction ~ Days, random = ~ 1 | Subject, data = s,
             correlation = corAR1(form = ~ Days | Subject), method = m)
   cases[[length(cases) + 1]] <- record(paste0("sleepstudy_ri_ar1_", tolower(m)), "sleepstudy.csv", integer(0),
