@@ -11,6 +11,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 import scipy.stats
 
 from ..engine import MixedModelEquations, OptimizerResult, variance_information
@@ -111,8 +112,7 @@ class FitResult:
         p = self.mme.p
         if p == 0:
             return pd.DataFrame(np.zeros((0, 0)))
-        inv = np.linalg.inv(ev.schur_chol)  # p x p, small
-        cov = self.sigma2 * inv.T @ inv
+        cov = self.sigma2 * scipy.linalg.cho_solve((ev.schur_chol, True), np.eye(p))  # p x p
         return pd.DataFrame(cov, index=list(self.fixed_names), columns=list(self.fixed_names))
 
     @cached_property
