@@ -7,7 +7,6 @@ an EM step cannot decrease the likelihood.
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 from .mme import Evaluation, MixedModelEquations
 
@@ -44,7 +43,7 @@ def _second_moment(mme: MixedModelEquations, ev: Evaluation, S, k: int) -> np.nd
     Sk = S[off:mme.offsets[k + 1], off:mme.offsets[k + 1]]
     out = vk.T @ (Kinv @ vk)
     if mme.reml and mme.p:
-        Wf = scipy.linalg.solve_triangular(ev.schur_chol, ev.B.T, lower=True).T[off:mme.offsets[k + 1]]
+        Wf = mme.absorbed_fixed(ev)[off:mme.offsets[k + 1]]
     for a in range(m):
         for b in range(m):
             out[a, b] += ev.sigma2 * float(Kinv.multiply(Sk[a::m, b::m]).sum())

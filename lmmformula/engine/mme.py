@@ -295,6 +295,11 @@ class MixedModelEquations:
             return WQ - prod.weight(self.X @ bq + self.Z @ (lam @ vq))
         return WQ - prod.weight(self.Z @ (lam @ cv))
 
+    @staticmethod
+    def absorbed_fixed(ev: Evaluation) -> np.ndarray:
+        """``B Sb^{-1/2}`` (q x p): ``C*^-1_vv = Cvv^-1 + (B Sb^{-1/2})(B Sb^{-1/2})'`` when the fixed effects are absorbed."""
+        return scipy.linalg.solve_triangular(ev.schur_chol, ev.B.T, lower=True).T
+
     def level_blocks(self, ev: Evaluation, S, k: int, reml: bool | None = None) -> np.ndarray:
         """``(L, m, m)`` diagonal blocks of the vv-part of ``C*^-1`` for term ``k``.
 
@@ -312,8 +317,7 @@ class MixedModelEquations:
         else:
             vals = S[idx_r, idx_c]
         if reml and self.p:
-            W = scipy.linalg.solve_triangular(ev.schur_chol, ev.B.T, lower=True).T  # B Sb^{-1/2}
-            Wk = W[base[:, None] + np.arange(m)[None, :]]  # (L, m, p)
+            Wk = self.absorbed_fixed(ev)[base[:, None] + np.arange(m)[None, :]]  # (L, m, p)
             vals = vals + np.einsum("lap,lbp->lab", Wk, Wk)
         return vals
 
