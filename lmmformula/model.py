@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .covariance import BlockCovariance
+from .covariance import term_covariance
 from .covariance.residual import ResidualStructure, build_residual
 from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_frame
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
@@ -62,7 +62,7 @@ class LMM:
         residual = build_residual(frame.data, parsed.residual) if parsed.residual is not None else None
         random = build_random(frame.data, parsed.random, formula, matrices,
                               unit_level_ok=residual is not None and residual.n_params > 0)
-        n_theta = sum(b.n_columns * (b.n_columns + 1) // 2 if b.correlated else b.n_columns for b in random)
+        n_theta = sum(term_covariance(b).n_theta for b in random)
         n_theta += residual.n_params if residual is not None else 0
         if fixed.X.shape[1] + n_theta + 1 > fixed.y.size:
             raise ModelSpecificationError(
@@ -107,7 +107,7 @@ class LMM:
         if algorithm not in ("AI", "EM"):
             raise ModelSpecificationError(f"algorithm must be 'AI' or 'EM', got {algorithm!r}")
         d = self.design
-        covs = tuple(BlockCovariance(b.columns, b.correlated) for b in d.random)
+        covs = tuple(term_covariance(b) for b in d.random)
         mme = MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, d.residual, reml=method == "REML")
         theta0 = np.concatenate([c.initial_theta() for c in covs]
                                 + [d.residual.initial_eta() if d.residual is not None else np.zeros(0)])

@@ -35,9 +35,23 @@ class BlockCovariance:
     columns: tuple[str, ...]
     correlated: bool = True
 
+    structured = False
+
     @property
     def m(self) -> int:
         return len(self.columns)
+
+    @property
+    def element_positions(self) -> tuple[tuple[int, int], ...]:
+        """Entries of ``Lk`` that vary: the parameters themselves."""
+        return self.theta_positions
+
+    def elements(self, theta: np.ndarray) -> np.ndarray:
+        return np.asarray(theta, dtype=float)
+
+    @property
+    def upper_bounds(self) -> np.ndarray:
+        return np.full(self.n_theta, np.inf)
 
     @property
     def theta_positions(self) -> tuple[tuple[int, int], ...]:
@@ -86,8 +100,8 @@ class BlockCovariance:
         r, c = self.theta_positions[t]
         return [u for u, (r2, c2) in enumerate(self.theta_positions) if c2 == c and r2 > r] if r == c else []
 
-    def theta_from_relative(self, sigma_rel: np.ndarray) -> np.ndarray:
-        """``theta`` with ``Lk Lk' = sigma_rel`` (nearest PSD matrix when it is not PD)."""
+    def em_theta(self, sigma_rel: np.ndarray, theta: np.ndarray | None = None) -> np.ndarray:
+        """``theta`` with ``Lk Lk' = sigma_rel`` (nearest PSD matrix when it is not PD): the EM update."""
         S = 0.5 * (sigma_rel + sigma_rel.T)
         if not self.correlated:
             return np.sqrt(np.clip(np.diag(S), 0.0, None))
@@ -108,6 +122,21 @@ class BlockCovariance:
         if not self.correlated:
             return diag
         return diag + tuple((a, b) for b in range(self.m) for a in range(b + 1, self.m))
+
+    def natural_values(self, theta: np.ndarray, sigma2: float) -> np.ndarray:
+        """The entries of ``Sigma = sigma^2 Lk Lk'`` listed by :attr:`parameters`."""
+        L = self.factor(theta)
+        S = sigma2 * (L @ L.T)
+        return np.array([S[a, b] for a, b in self.parameters])
+
+    def natural_derivatives(self, theta: np.ndarray, sigma2: float) -> list[np.ndarray]:
+        """``dSigma / dSigma[a, b]``: the symmetric 0/1 matrix ``E_ab``."""
+        out = []
+        for a, b in self.parameters:
+            E = np.zeros((self.m, self.m))
+            E[a, b] = E[b, a] = 1.0
+            out.append(E)
+        return out
 
     def parameter_names(self) -> tuple[str, ...]:
         """``variance`` for a scalar term, else ``var(x)`` and ``cov(x,z)`` (``(Intercept)`` -> ``Intercept``)."""

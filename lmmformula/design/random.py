@@ -19,7 +19,7 @@ from formulaic import Formula
 
 from ..covariance.known import KnownMatrix, known_matrix
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError
-from ..formula.terms import RandomTerm
+from ..formula.terms import RandomTerm, StructureCall
 from .fixed import _restore_r_calls, r_style_name, to_formulaic
 
 __all__ = ["GroupingFactor", "RandomBlock", "grouping_factor", "build_random"]
@@ -65,6 +65,9 @@ class RandomBlock:
         False for ``||``: the effects' covariance is diagonal.
     known : KnownMatrix or None
         Known covariance among the levels (``vm``); its labels are the levels.
+    structure : StructureCall or None
+        A correlation structure among the columns (``ar1``, ``cs``, ``toep``, ``ma``), e.g.
+        ``ar1(0 + factor(time) | subject)``; None for ``|``, ``||``, ``us(...)`` and ``diag(...)``.
     """
 
     name: str
@@ -74,6 +77,7 @@ class RandomBlock:
     Z: sp.csc_matrix
     correlated: bool
     known: KnownMatrix | None = None
+    structure: StructureCall | None = None
 
     @property
     def n_columns(self) -> int:
@@ -150,14 +154,16 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
         correlated = term.correlated
         if term.structure is not None and term.structure.name in _COLUMN_ALIASES:
             correlated = _COLUMN_ALIASES[term.structure.name]
-        structured = (term.structure if term.structure is not None and term.structure.name not in _COLUMN_ALIASES
+        column_structure = (term.structure if term.structure is not None
+                            and term.structure.name not in _COLUMN_ALIASES else None)
+        structured = (column_structure if column_structure is not None and column_structure.name == "fa"
                       else None) or next((p.structure for p in term.group
                                           if p.structure and p.structure.name != "vm"), None)
         if structured is not None:
             raise ModelSpecificationError(
                 f"the covariance structure '{structured.text}' is part of the formula language, but this "
-                "version estimates only unstructured ('|' or us(...)), diagonal ('||' or diag(...)) and "
-                "known-matrix (vm) random terms; remove the structure or wait for structured terms (issue #3)"
+                "version does not estimate it; structures among the columns of a term (ar1, cs, toep, ma, "
+                "us, diag) and known matrices (vm) among the levels are estimable"
             )
         group_name = term.group_name
         count = seen.get(group_name, 0)
@@ -180,19 +186,42 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
                 "with repeated observations"
             )
         m = Xk.shape[1]
-        if known is None and (factor.n_levels * m > n or (factor.n_levels * m == n and not unit_level_ok)):
+        if known is None and column_structure is None and (factor.n_levels * m > n or (factor.n_levels * m == n and not unit_level_ok)):
             raise DataError(
                 f"the term '({term.expr} | {group_name})' has {factor.n_levels * m} random effects for {n} "
                 "observations, so its variances cannot be separated from the residual variance; "
                 "simplify the term or use a grouping with more observations per level"
             )
+        if column_structure is not None:
+            _check_column_structure(column_structure, columns, term, group_name)
         rows = np.repeat(np.arange(n), m)
         cols = (factor.codes[:, None] * m + np.arange(m)[None, :]).ravel()
         Z = sp.csc_matrix((Xk.ravel(), (rows, cols)), shape=(n, factor.n_levels * m))
         Z.sort_indices()
         blocks.append(RandomBlock(name=name, factor=factor, columns=columns, X=Xk, Z=Z,
-                                  correlated=correlated, known=known))
+                                  correlated=correlated, known=known, structure=column_structure))
     return tuple(blocks)
+
+
+def _check_column_structure(call: StructureCall, columns: tuple[str, ...], term: RandomTerm, group: str) -> None:
+    """A correlation among columns needs two columns; a band count must be an integer in 1..m-1."""
+    m = len(columns)
+    if m < 2:
+        raise DataError(
+            f"'{call.text}' puts a correlation among the columns of '({term.expr} | {group})', which has "
+            f"{m} column; use a factor on the left, e.g. {call.name}(0 + factor(time) | {group})"
+        )
+    if len(call.args) > 1:
+        text = call.args[1].strip()
+        try:
+            q = int(text)
+        except ValueError:
+            q = -1
+        if not 1 <= q <= m - 1:
+            raise ModelSpecificationError(
+                f"the number of bands in '{call.text}' must be an integer from 1 to {m - 1} (the term has "
+                f"{m} columns), got {text!r}"
+            )
 
 
 def _known_for(term: RandomTerm, matrices: dict) -> KnownMatrix | None:

@@ -28,7 +28,7 @@ def em_step(mme: MixedModelEquations, ev: Evaluation, S=None) -> np.ndarray:
         Lk = cov.factor(ev.theta[t0:t1])
         M = _second_moment(mme, ev, S, k) / blk.n_levels
         sigma_new = Lk @ M @ Lk.T
-        out[t0:t1] = cov.theta_from_relative(sigma_new / ev.sigma2)
+        out[t0:t1] = cov.em_theta(sigma_new / ev.sigma2, ev.theta[t0:t1])
     return out
 
 

@@ -12,9 +12,9 @@ __all__ = ["variance_information"]
 def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray:
     """Average information for the covariance parameters on their natural scale.
 
-    Parameters are, per term, the entries of ``Sigma_k`` listed by
-    :attr:`BlockCovariance.parameters`, then the residual variance ``sigma^2``, then the residual
-    correlations ``rho``.  ``dV/dSigma_k[a,b] = Z_k (I (x) E_ab) Z_k'`` (``E_ab`` symmetric 0/1),
+    Parameters are, per term, its natural parameters (the entries of ``Sigma_k`` listed by
+    :attr:`BlockCovariance.parameters`, or a structured term's variance and correlations), then the residual variance ``sigma^2``, then the residual
+    correlations ``rho``.  ``dV/dpsi = Z_k (I (x) dSigma_k/dpsi) Z_k'`` (``E_ab`` symmetric 0/1 for an entry),
     ``dV/dsigma^2 = R~`` and ``dV/drho = sigma^2 dR~/drho``; the working variates are ``q = dV P y`` with
     ``P y = W e / sigma^2``, and
     ``AI = Q' P Q / 2`` (Gilmour, Thompson & Cullis 1995).  Its inverse estimates the
@@ -24,11 +24,11 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
     cols = []
     for k, (blk, cov) in enumerate(zip(mme.blocks, mme.covariances)):
         base = mme.offsets[k] + np.arange(blk.n_levels) * cov.m
-        for a, b in cov.parameters:
+        t0, t1 = mme.theta_offsets[k], mme.theta_offsets[k + 1]
+        zte = Zte[mme.offsets[k]:mme.offsets[k + 1]].reshape(blk.n_levels, cov.m)
+        for D in cov.natural_derivatives(ev.theta[t0:t1], ev.sigma2):
             w = np.zeros(mme.q)
-            w[base + a] += Zte[base + b]
-            if a != b:
-                w[base + b] += Zte[base + a]
+            w[mme.offsets[k]:mme.offsets[k + 1]] = (zte @ D).ravel()
             cols.append(mme.Z @ mme.k_times(w))
     cols.append(ev.resid.copy())
     rho = np.tanh(mme.eta(ev.theta))

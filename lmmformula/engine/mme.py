@@ -112,7 +112,7 @@ class MixedModelEquations:
         self.n_params = self.n_theta + self.n_eta
         rho_bounds = np.array(residual.rho_bounds() if residual is not None else np.zeros((0, 2))).reshape(-1, 2)
         self.lower = np.concatenate([c.lower_bounds for c in covariances] + [np.arctanh(rho_bounds[:, 0])])
-        self.upper = np.concatenate([np.full(self.n_theta, np.inf), np.arctanh(rho_bounds[:, 1])])
+        self.upper = np.concatenate([c.upper_bounds for c in covariances] + [np.arctanh(rho_bounds[:, 1])])
         self._build_lambda_map()
         self.cross = CrossProducts(self.y, self.X, self.Z, residual)
         self._dense_below = dense_below
@@ -163,36 +163,62 @@ class MixedModelEquations:
         return self._k_solver.solve(x) if self.has_known else x
 
     def _build_lambda_map(self) -> None:
-        rows, cols, tidx = [], [], []
+        """Pattern of ``Lam`` and, for each stored entry, its index in the vector of factor elements.
+
+        The elements are the entries of every ``Lk`` that vary (:attr:`element_positions`): the
+        parameters themselves for an unstructured term, the lower triangle for a structured one.
+        """
+        rows, cols, eidx = [], [], []
+        self.element_offsets = np.cumsum([0] + [len(c.element_positions) for c in self.covariances])
         for k, (blk, cov) in enumerate(zip(self.blocks, self.covariances)):
             m, L, off = cov.m, blk.n_levels, self.offsets[k]
-            for t, (r, c) in enumerate(cov.theta_positions):
+            for t, (r, c) in enumerate(cov.element_positions):
                 base = off + np.arange(L) * m
                 rows.append(base + r)
                 cols.append(base + c)
-                tidx.append(np.full(L, self.theta_offsets[k] + t))
+                eidx.append(np.full(L, self.element_offsets[k] + t))
         if rows:
-            r, c, t = (np.concatenate(a) for a in (rows, cols, tidx))
+            r, c, t = (np.concatenate(a) for a in (rows, cols, eidx))
         else:
             r = c = t = np.zeros(0, dtype=np.int64)
         coo = sp.csc_matrix((np.arange(1, r.size + 1, dtype=float), (r, c)), shape=(self.q, self.q))
         coo.sort_indices()
         order = coo.data.astype(np.int64) - 1
         self._lambda_pattern = coo
-        self._lambda_theta_index = t[order]
+        self._lambda_element_index = t[order]
+        self.structured = any(c.structured for c in self.covariances)
+
+    def elements(self, theta: np.ndarray) -> np.ndarray:
+        """The varying entries of every ``Lk`` at ``theta``."""
+        theta = np.asarray(theta, dtype=float)
+        if not self.structured:
+            return theta[:self.n_theta]
+        return np.concatenate([np.zeros(0)] + [c.elements(theta[self.theta_offsets[k]:self.theta_offsets[k + 1]])
+                                               for k, c in enumerate(self.covariances)])
+
+    def element_jacobian(self, theta: np.ndarray) -> np.ndarray | None:
+        """``d elements / d theta`` (block diagonal over terms), or None when it is the identity."""
+        if not self.structured:
+            return None
+        J = np.zeros((int(self.element_offsets[-1]), self.n_theta))
+        for k, c in enumerate(self.covariances):
+            t0, t1 = self.theta_offsets[k], self.theta_offsets[k + 1]
+            e0, e1 = self.element_offsets[k], self.element_offsets[k + 1]
+            J[e0:e1, t0:t1] = c.element_jacobian(theta[t0:t1]) if c.structured else np.eye(t1 - t0)
+        return J
 
     def lam(self, theta: np.ndarray) -> sp.csc_matrix:
         """``Lam`` (block diagonal, ``I_L (x) Lk`` per term) at ``theta``."""
         out = self._lambda_pattern.copy()
-        out.data = np.asarray(theta, dtype=float)[self._lambda_theta_index]
+        out.data = self.elements(theta)[self._lambda_element_index]
         return out
 
     def _theta_pairs(self):
-        """For each theta_i = Lk[r, s]: indices (x, y) = ((l, s), (l, r)) over the levels l."""
+        """For each element ``Lk[r, s]``: indices (x, y) = ((l, s), (l, r)) over the levels l."""
         pairs = []
         for k, (blk, cov) in enumerate(zip(self.blocks, self.covariances)):
             base = self.offsets[k] + np.arange(blk.n_levels) * cov.m
-            for r, s in cov.theta_positions:
+            for r, s in cov.element_positions:
                 pairs.append((base + s, base + r))
         return pairs
 
@@ -224,6 +250,7 @@ class MixedModelEquations:
     def factorize(self, theta: np.ndarray, lam: sp.csc_matrix | None = None):
         """Factor ``Cvv`` at ``theta`` (numeric refactorization after the first call)."""
         A = self.cvv(theta, lam)
+        self._factor_theta = None  # a failed refactorization leaves no valid factor behind
         if self._factor is None:
             self._factor = make_factor(A, self._dense_below)
         else:
@@ -338,8 +365,8 @@ class MixedModelEquations:
         exact objective and the working variate is ``dR~/d eta_j W e = -R~ (dW/d eta_j) e``.
         """
         S = self.factor_at(ev.theta).selected_inverse()
-        trace, quad, Q = self._score_terms(ev, S)
-        grad = np.concatenate([2.0 * trace - 2.0 * quad / ev.sigma2, self._eta_gradient(ev.theta)])
+        g_theta, Q = self._theta_score(ev, S, ev.sigma2)
+        grad = np.concatenate([g_theta, self._eta_gradient(ev.theta)])
         if self.n_eta:
             Q = np.column_stack([Q] + [self._eta_variate(ev, j) for j in range(self.n_eta)])
             self.factor_at(ev.theta)
@@ -348,8 +375,22 @@ class MixedModelEquations:
         ai = (Q.T @ PQ - np.outer(eQ, eQ) / ev.pwrss) / (2.0 * ev.sigma2)
         return Derivatives(gradient=grad, ai=0.5 * (ai + ai.T), selected_inverse=S)
 
-    def _score_terms(self, ev: Evaluation, S):
-        """``tr(S_v. W~'Z Lam_i)``, ``(Z'e)' Lam_i v`` and the working variates for every theta_i."""
+    def _theta_score(self, ev: Evaluation, S, sigma2: float, variates: bool = True):
+        """Gradient of the deviance in theta (at ``sigma2``) and the working variates (n x n_theta).
+
+        Computed for the elements of the factors, then chained through :meth:`element_jacobian`
+        (the gradient by ``J'g``, the variates by ``Q J``: both are linear in ``dLam``).
+        """
+        trace, quad, Q = self._score_terms(ev, S, variates)
+        g = 2.0 * trace - 2.0 * quad / sigma2
+        J = self.element_jacobian(ev.theta)
+        if J is not None:
+            g = J.T @ g
+            Q = Q @ J if variates else None
+        return g, Q
+
+    def _score_terms(self, ev: Evaluation, S, variates: bool = True):
+        """``tr(S_v. W~'Z Lam_i)``, ``(Z'e)' Lam_i v`` and the working variates for every element i."""
         lam = self.lam(ev.theta)
         prod = self.products(ev.theta)
         Fv = (lam.T @ prod.ZtWZ).tocsc()
@@ -358,14 +399,17 @@ class MixedModelEquations:
         if use_fixed:
             W = scipy.linalg.cho_solve((ev.schur_chol, True), ev.B.T).T        # B Sb^-1  (q x p)
             H = np.asarray((prod.ZtWZ @ (lam @ ev.B))).T - prod.ZtWX.T           # B'Fv - Fb  (p x q)
-        trace = np.zeros(self.n_theta)
-        quad = np.zeros(self.n_theta)
-        Q = np.zeros((self.n, self.n_theta))
+        n_el = len(self._pairs)
+        trace = np.zeros(n_el)
+        quad = np.zeros(n_el)
+        Q = np.zeros((self.n, n_el)) if variates else None
         for i, (xs, ys) in enumerate(self._pairs):
             trace[i] = column_dots(S, Fv, xs, ys).sum()
             if use_fixed:
                 trace[i] += np.einsum("tp,pt->", W[xs], H[:, ys])
             quad[i] = Zte[ys] @ ev.v[xs]
+            if not variates:
+                continue
             lam_i_v = np.zeros(self.q)
             lam_i_v[ys] = ev.v[xs]
             lam_it_zte = np.zeros(self.q)
@@ -395,8 +439,8 @@ class MixedModelEquations:
         """Gradient of the profiled deviance at ``theta`` (no AI, no EM step)."""
         eta_grad = self._eta_gradient(theta)
         ev = self.evaluate(theta)
-        trace, quad, _ = self._score_terms(ev, self.factor_at(theta).selected_inverse())
-        return np.concatenate([2.0 * trace - 2.0 * quad / ev.sigma2, eta_grad])
+        g_theta, _ = self._theta_score(ev, self.factor_at(theta).selected_inverse(), ev.sigma2, variates=False)
+        return np.concatenate([g_theta, eta_grad])
 
     def full_gradient(self, theta: np.ndarray, sigma2: float) -> np.ndarray:
         """Gradient of the unprofiled deviance ``-2 l(theta, sigma^2)`` with respect to ``(theta, sigma^2)``.
@@ -406,6 +450,6 @@ class MixedModelEquations:
         """
         eta_grad = self._eta_gradient(theta, sigma2)
         ev = self.evaluate(theta)
-        trace, quad, _ = self._score_terms(ev, self.factor_at(theta).selected_inverse())
+        g_theta, _ = self._theta_score(ev, self.factor_at(theta).selected_inverse(), sigma2, variates=False)
         dof = self.n - self.p if self.reml else self.n
-        return np.concatenate([2.0 * trace - 2.0 * quad / sigma2, eta_grad, [dof / sigma2 - ev.pwrss / sigma2**2]])
+        return np.concatenate([g_theta, eta_grad, [dof / sigma2 - ev.pwrss / sigma2**2]])

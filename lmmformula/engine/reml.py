@@ -11,7 +11,8 @@ stops a step half-way.
 When the AI matrix models the curvature poorly (two steps whose gain differs
 from the predicted gain by more than a factor of 4, typical on ridges near a
 singular covariance matrix where AI steps zig-zag, or an AI step that cannot
-improve the objective), the remaining steps are Newton-Raphson steps on the
+improve the objective, or full AI steps whose Newton decrement falls by less than a factor
+0.3, i.e. linear convergence), the remaining steps are Newton-Raphson steps on the
 observed Hessian, taken by central differences of the analytic gradient, with
 its eigenvalues made positive.  When no step helps, an EM step (which cannot
 decrease the likelihood) is taken instead.
@@ -67,9 +68,22 @@ def _solve_psd(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return V[:, keep] @ ((V[:, keep].T @ b) / w[keep])
 
 
+_FAILURES = (NotPositiveDefinite, np.linalg.LinAlgError, RuntimeError)
+
+
+def _try_evaluate(mme: MixedModelEquations, theta: np.ndarray) -> Evaluation | None:
+    """The evaluation at ``theta``, or None where the covariance is not positive definite (e.g. a banded
+    Toeplitz correlation outside its admissible region)."""
+    try:
+        return mme.evaluate(theta)
+    except _FAILURES:
+        return None
+
+
 def _newton_direction(mme: MixedModelEquations, theta: np.ndarray, gradient: np.ndarray,
-                      free: np.ndarray) -> np.ndarray:
-    """``-H^-1 g`` on the free parameters, ``H`` the finite-difference Hessian of the profiled deviance."""
+                      free: np.ndarray) -> np.ndarray | None:
+    """``-H^-1 g`` on the free parameters, ``H`` the finite-difference Hessian of the profiled deviance
+    (None when a difference step leaves the admissible region)."""
     idx = np.flatnonzero(free)
     if idx.size == 0:
         return np.zeros_like(theta)
@@ -78,7 +92,11 @@ def _newton_direction(mme: MixedModelEquations, theta: np.ndarray, gradient: np.
         h = 1e-5 * max(abs(theta[i]), 0.1)
         e = np.zeros_like(theta)
         e[i] = h
-        H[:, col] = (mme.profiled_gradient(theta + e)[idx] - mme.profiled_gradient(theta - e)[idx]) / (2 * h)
+        try:
+            H[:, col] = (mme.profiled_gradient(theta + e)[idx] - mme.profiled_gradient(theta - e)[idx]) / (2 * h)
+        except _FAILURES:
+            mme.factor_at(theta)
+            return None
     w, V = np.linalg.eigh(0.5 * (H + H.T))
     w = np.maximum(np.abs(w), 1e-8 * max(float(np.abs(w).max()), 1e-300))
     out = np.zeros_like(theta)
@@ -96,11 +114,7 @@ def _line_search(mme: MixedModelEquations, ev: Evaluation, direction: np.ndarray
     cap = max(1.0, float(np.max(np.abs(ev.theta), initial=0.0)))
     t = min(1.0, cap / scale) if scale > 0 else 1.0
     for _ in range(30):
-        cand = mme.canonical(ev.theta + t * direction)
-        try:
-            trial = mme.evaluate(cand)
-        except (NotPositiveDefinite, np.linalg.LinAlgError, RuntimeError):
-            trial = None
+        trial = _try_evaluate(mme, mme.canonical(ev.theta + t * direction))
         if trial is not None and trial.deviance <= ev.deviance + 1e-12:
             return trial, t
         t *= 0.5
@@ -138,7 +152,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
     history: list[IterationRecord] = []
     releases: dict[int, int] = {}
     converged, crit, message = False, np.inf, ""
-    newton_mode, poor_ai = False, 0
+    newton_mode, poor_ai, slow_steps, prev_crit = False, 0, 0, np.inf
 
     def log(it, alg, e, step):
         rec = IterationRecord(it, alg, -0.5 * e.deviance, step, tuple(float(x) for x in e.theta))
@@ -178,14 +192,20 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
                     predicted = (step - 0.5 * step**2) * crit
                     ratio = 0.5 * (ev.deviance - new_ev.deviance) / predicted
                     poor_ai = poor_ai + 1 if not 0.25 <= ratio <= 4.0 else 0
-                    newton_mode = poor_ai >= 2 or it > em_steps + 20
+                    slow = step == 1.0 and crit > 0.3 * prev_crit  # full steps converging only linearly
+                    slow_steps = slow_steps + 1 if slow else 0
+                    newton_mode = poor_ai >= 2 or slow_steps >= 2 or it > em_steps + 20
             if new_ev is None or newton_mode:
                 alg = "NR"
                 newton = _newton_direction(mme, theta, der.gradient, free)
-                new_ev, step = _line_search(mme, ev, newton)
+                new_ev, step = _line_search(mme, ev, newton) if newton is not None else (None, 0.0)
         if new_ev is None:
             alg = "EM"
-            new_ev, step = mme.evaluate(mme.canonical(em_step(mme, ev, der.selected_inverse))), 1.0
+            new_ev, step = _try_evaluate(mme, mme.canonical(em_step(mme, ev, der.selected_inverse))), 1.0
+            if new_ev is None:
+                message = "no step improves the objective and the EM step leaves the admissible region"
+                break
+        prev_crit = crit
         new_ev = _snap_to_bound(mme, new_ev)
         last_change = abs(ev.deviance - new_ev.deviance) / 2.0
         ev, theta = new_ev, new_ev.theta
@@ -209,8 +229,8 @@ def _snap_to_bound(mme: MixedModelEquations, ev: Evaluation, small: float = 1e-4
         return ev
     cand = ev.theta.copy()
     cand[near] = 0.0
-    trial = mme.evaluate(cand)
-    if trial.deviance <= ev.deviance + 1e-10:
+    trial = _try_evaluate(mme, cand)
+    if trial is not None and trial.deviance <= ev.deviance + 1e-10:
         return trial
     return ev
 
@@ -232,8 +252,8 @@ def _release_boundary(mme: MixedModelEquations, ev: Evaluation, held: np.ndarray
                 cand = ev.theta.copy()
                 cand[i] = mme.lower[i] + delta
                 cand[below] *= sign
-                trial = mme.evaluate(cand)
-                if trial.deviance < ev.deviance - 1e-10:
+                trial = _try_evaluate(mme, cand)
+                if trial is not None and trial.deviance < ev.deviance - 1e-10:
                     return trial
                 if not below:
                     break

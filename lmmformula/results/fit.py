@@ -192,9 +192,9 @@ class FitResult:
         """
         rows = []
         for k, (blk, cov) in enumerate(zip(self.mme.blocks, self.mme.covariances)):
-            S = self.term_covariance(k)
-            for (a, b), name in zip(cov.parameters, cov.parameter_names()):
-                rows.append((blk.name, name, S[a, b]))
+            t0, t1 = self.mme.theta_offsets[k], self.mme.theta_offsets[k + 1]
+            values = cov.natural_values(self.evaluation.theta[t0:t1], self.sigma2)
+            rows.extend((blk.name, name, value) for name, value in zip(cov.parameter_names(), values))
         rows.append(("residual", "variance", self.sigma2))
         rows.extend(("residual", name, rho) for name, rho in self.residual_correlations.items())
         se = np.sqrt(np.clip(np.diag(self._variance_parameter_cov), 0.0, None))

@@ -1,0 +1,99 @@
+"""Correlation models on ``m`` consecutive positions: identity, AR1, compound symmetry, banded Toeplitz.
+
+Each model is a small dense ``m x m`` matrix ``C(rho)`` with unit diagonal and its derivatives; the
+same model serves the columns of a random term (``ar1(0 + time | subject)``) and a dimension of the
+residual grid.  Parameters are correlations ``rho``; the engine estimates them on the unbounded scale
+``eta = atanh(rho)`` within the bounds of :meth:`Correlation.rho_bounds`.
+
+===========  ==========================================  ==============================
+kind         ``C[i, j]``                                 parameters
+===========  ==========================================  ==============================
+``id``       ``1{i = j}``                                none
+``ar1``      ``rho^|i - j|``                             rho
+``cs``       ``rho`` off the diagonal                    rho, ``> -1/(m-1)``
+``toep``     ``rho_k`` at lag ``k <= q``, 0 beyond       rho_1 ... rho_q
+===========  ==========================================  ==============================
+
+``toep(x)`` has ``q = m - 1`` bands; ``toep(x, q)`` and the seed's moving-average form ``ma(x, q)``
+are the same banded matrix.  A banded matrix need not be positive definite for every ``rho`` in
+``(-1, 1)^q``; such values are rejected by the factorization and the optimizer steps back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Correlation", "RHO_MAX"]
+
+RHO_MAX = 0.999  # correlations are kept within [-0.999, 0.999] (ASReml's bound); the limit is flagged
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """A correlation model on ``size`` consecutive positions.
+
+    Attributes
+    ----------
+    kind : {"id", "ar1", "cs", "toep"}
+    size : int
+    bands : int
+        Number of free bands of a Toeplitz model (ignored otherwise).
+    """
+
+    kind: str
+    size: int
+    bands: int = 0
+
+    @property
+    def n_params(self) -> int:
+        return {"ar1": 1, "cs": 1, "toep": self.bands}.get(self.kind, 0)
+
+    def names(self, label: str) -> tuple[str, ...]:
+        """``rho(label)``; a Toeplitz model has ``rho<k>(label)`` for lag k."""
+        if self.kind == "toep":
+            return tuple(f"rho{k}({label})" for k in range(1, self.bands + 1))
+        return (f"rho({label})",) if self.n_params else ()
+
+    def rho_bounds(self) -> list[tuple[float, float]]:
+        """``|rho| <= 0.999``; compound symmetry also needs ``rho > -1/(size-1)`` (positive definite)."""
+        if self.kind == "cs":
+            return [(max(-RHO_MAX, -1.0 / (self.size - 1) + 1e-3), RHO_MAX)]
+        return [(-RHO_MAX, RHO_MAX)] * self.n_params
+
+    def initial_rho(self, start: float = 0.1) -> np.ndarray:
+        """``start`` for AR1 and CS, ``start^k`` at lag k for Toeplitz (AR1-shaped, hence positive definite)."""
+        if self.kind == "toep":
+            return start ** np.arange(1, self.bands + 1)
+        return np.full(self.n_params, start)
+
+    def _lags(self) -> np.ndarray:
+        i = np.arange(self.size)
+        return np.abs(i[:, None] - i[None, :])
+
+    def matrix(self, rho) -> np.ndarray:
+        """``C(rho)`` (dense, ``size x size``)."""
+        rho = np.asarray(rho, dtype=float).reshape(-1)
+        if self.kind == "ar1":
+            return rho[0] ** self._lags()
+        if self.kind == "cs":
+            return (1.0 - rho[0]) * np.eye(self.size) + rho[0]
+        if self.kind == "toep":
+            band = np.concatenate([[1.0], rho, np.zeros(max(self.size - 1 - self.bands, 0))])
+            return band[self._lags()]
+        return np.eye(self.size)
+
+    def derivatives(self, rho) -> list[np.ndarray]:
+        """``dC / d rho_j`` for each parameter."""
+        rho = np.asarray(rho, dtype=float).reshape(-1)
+        lags = self._lags()
+        if self.kind == "ar1":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                d = np.where(lags > 0, lags * rho[0] ** np.maximum(lags - 1, 0), 0.0)
+            return [d]
+        if self.kind == "cs":
+            return [1.0 - np.eye(self.size)]
+        if self.kind == "toep":
+            return [(lags == k).astype(float) for k in range(1, self.bands + 1)]
+        return []

@@ -1,0 +1,171 @@
+"""Structured covariances among the columns of a random term: ar1(...), cs(...), toep(...), ma(...).
+
+References: glmmTMB (ar1) and nlme (pdCompSymm) golden values from tests/golden/generate_gside.R, and an
+independent dense REML/ML built from the reported variance and correlations.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lmmformula as lmf
+
+HERE = Path(__file__).parent
+GOLDEN = json.loads((HERE / "golden" / "gside.json").read_text())
+
+
+def _load(name: str) -> pd.DataFrame:
+    return pd.read_csv(HERE / "data" / name)
+
+
+@pytest.mark.parametrize("case", GOLDEN["cases"], ids=lambda c: c["name"])
+def test_against_reference(case):
+    fit = lmf.LMM.from_formula(case["formula"], _load(case["data"])).fit("REML" if case["REML"] else "ML")
+    assert fit.converged
+    vc = fit.variance_components.query("term != 'residual'").set_index("parameter")
+    if case["name"] == "sleepstudy_ar1_reml":
+        # glmmTMB stops on the boundary (residual variance ~1e-4) 2.5 units below our interior optimum
+        assert fit.loglik > case["loglik"] + 2.0
+        assert vc.loc["variance", "estimate"] > 0 and fit.sigma2 > 100
+        return
+    assert fit.loglik == pytest.approx(case["loglik"], abs=1e-5)
+    ref_b = np.array(list(case["fixef"].values()))
+    ref_se = np.array(list(case["fixef_se"].values()))
+    np.testing.assert_allclose(fit.fixed_effects["estimate"], ref_b, rtol=1e-4, atol=1e-8)
+    # glmmTMB's SEs come from the joint Hessian of (beta, theta); nlme's, like ours, from (X'V^-1X)^-1
+    np.testing.assert_allclose(fit.fixed_effects["std_error"], ref_se,
+                               rtol=2e-3 if case["software"] == "glmmTMB" else 1e-5)
+    rho_name = [p for p in vc.index if p.startswith("rho")][0]
+    assert vc.loc["variance", "estimate"] == pytest.approx(case["variance"], rel=1e-4)
+    assert vc.loc[rho_name, "estimate"] == pytest.approx(case["rho"], abs=1e-4)
+    assert fit.sigma2 == pytest.approx(case["residual_variance"], rel=1e-4)
+
+
+def _dense_loglik(fit, corr) -> float:
+    """REML/ML log-likelihood from a dense V = Z (I (x) s2_g C) Z' + s2 I built from the reported estimates."""
+    X, y = fit.mme.X, fit.mme.y
+    blk = fit.mme.blocks[0]
+    vc = fit.variance_components
+    est = vc[vc.term == blk.name]["estimate"].to_numpy()
+    G = np.kron(np.eye(blk.n_levels), est[0] * corr(est[1:], blk.n_columns))
+    Z = blk.Z.toarray()
+    V = Z @ G @ Z.T + fit.sigma2 * np.eye(y.size)
+    Vi = np.linalg.inv(V)
+    XtViX = X.T @ Vi @ X
+    b = np.linalg.solve(XtViX, X.T @ Vi @ y)
+    r = y - X @ b
+    n, p = X.shape
+    if fit.method == "REML":
+        return -0.5 * ((n - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1]
+                       + r @ Vi @ r)
+    return -0.5 * (n * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r)
+
+
+def _lags(m):
+    i = np.arange(m)
+    return np.abs(i[:, None] - i[None, :])
+
+
+CORR = {
+    "ar1": lambda r, m: r[0] ** _lags(m),
+    "cs": lambda r, m: np.where(_lags(m) == 0, 1.0, r[0]),
+    "toep": lambda r, m: np.concatenate([[1.0], r, np.zeros(m)])[_lags(m)],
+}
+
+
+def _simulate(seed, n_sub, n_t, reps, rho=0.5):
+    rng = np.random.default_rng(seed)
+    s = np.repeat(np.arange(n_sub), n_t * reps)
+    t = np.tile(np.repeat(np.arange(n_t), reps), n_sub)
+    C = rho ** _lags(n_t)
+    u = rng.multivariate_normal(np.zeros(n_t), 2.0 * C, size=n_sub)
+    y = 1.0 + 0.2 * t + u[s, t] + rng.normal(size=s.size)
+    return pd.DataFrame({"y": y, "s": [f"s{k}" for k in s], "t": t, "x": rng.normal(size=s.size)})
+
+
+@pytest.mark.parametrize("formula,kind", [
+    ("y ~ t + ar1(0 + factor(t) | s)", "ar1"),
+    ("y ~ t + cs(0 + factor(t) | s)", "cs"),
+    ("y ~ t + toep(0 + factor(t) | s)", "toep"),
+    ("y ~ t + toep(0 + factor(t) | s, 2)", "toep"),
+    ("y ~ t + ma(0 + factor(t) | s, 1)", "toep"),
+])
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_dense_oracle_and_optimum(formula, kind, method):
+    """The optimum's log-likelihood equals the dense formula, and no move of a parameter improves it."""
+    df = _simulate(3, 25, 4, 2)
+    fit = lmf.LMM.from_formula(formula, df).fit(method)
+    assert fit.converged
+    assert fit.loglik == pytest.approx(_dense_loglik(fit, CORR[kind]), abs=1e-8)
+    mme = fit.mme
+    for i in range(mme.n_params):
+        for h in (1e-3, -1e-3):
+            e = np.zeros(mme.n_params)
+            e[i] = h
+            try:
+                dev = mme.evaluate(mme.canonical(fit.theta + e)).deviance
+            except np.linalg.LinAlgError:
+                continue
+            assert -0.5 * dev <= fit.loglik + 1e-9
+
+
+def test_names_covariance_and_correlation():
+    df = _simulate(1, 20, 4, 2)
+    fit = lmf.LMM.from_formula("y ~ t + toep(0 + factor(t) | s, 2)", df).fit()
+    vc = fit.variance_components
+    assert list(vc.parameter) == ["variance", "rho1(t)", "rho2(t)", "variance"]
+    est = vc.estimate.to_numpy()
+    cov = fit.covariance("s")
+    np.testing.assert_allclose(cov.to_numpy(), est[0] * CORR["toep"](est[1:3], 4), rtol=1e-10, atol=1e-12)
+    assert list(cov.index) == ["factor(t)0", "factor(t)1", "factor(t)2", "factor(t)3"]
+    np.testing.assert_allclose(fit.correlation("s").to_numpy(), CORR["toep"](est[1:3], 4), rtol=1e-10, atol=1e-12)
+    assert np.all(np.isfinite(vc.std_error))
+
+
+def test_unidentified_toeplitz_has_no_standard_errors():
+    """One observation per (subject, time): the Toeplitz variance and the residual variance share the
+    diagonal, so the information matrix is singular and no standard error is reported."""
+    fit = lmf.LMM.from_formula("y ~ t + toep(0 + factor(t) | s)", _simulate(1, 20, 4, 1)).fit()
+    assert fit.variance_components.std_error.isna().all()
+
+
+def test_cs_equals_nested_intercepts():
+    """cs(0 + Variety | Block) with rho >= 0 is (1 | Block) + (1 | Block:Variety): same REML optimum."""
+    oats = _load("Oats.csv")
+    cs = lmf.LMM.from_formula("yield ~ nitro + cs(0 + Variety | Block)", oats).fit()
+    nested = lmf.LMM.from_formula("yield ~ nitro + (1 | Block) + (1 | Block:Variety)", oats).fit()
+    assert cs.loglik == pytest.approx(nested.loglik, abs=1e-7)
+    vc = cs.variance_components.query("term != 'residual'").set_index("parameter")["estimate"]
+    nv = nested.variance_components["estimate"].to_numpy()
+    assert vc["variance"] * vc["rho(Variety)"] == pytest.approx(nv[0], rel=1e-5)   # Block
+    assert vc["variance"] * (1 - vc["rho(Variety)"]) == pytest.approx(nv[1], rel=1e-5)  # Block:Variety
+
+
+def test_ar1_columns_with_missing_cells_and_shuffled_rows():
+    df = _simulate(5, 30, 5, 1).drop(index=[3, 17, 40, 41, 88]).reset_index(drop=True)
+    fit = lmf.LMM.from_formula("y ~ t + ar1(0 + factor(t) | s)", df).fit()
+    shuffled = df.sample(frac=1.0, random_state=0)
+    fit2 = lmf.LMM.from_formula("y ~ t + ar1(0 + factor(t) | s)", shuffled).fit()
+    assert fit.loglik == pytest.approx(_dense_loglik(fit, CORR["ar1"]), abs=1e-8)
+    assert fit2.loglik == pytest.approx(fit.loglik, abs=1e-7)
+    np.testing.assert_allclose(fit2.variance_components.estimate, fit.variance_components.estimate, rtol=1e-4)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_sub=st.integers(6, 15), n_t=st.integers(2, 5),
+       reps=st.integers(1, 2), kind=st.sampled_from(["ar1", "cs", "toep"]), rho=st.floats(-0.3, 0.8))
+def test_property_loglik_is_dense_loglik(seed, n_sub, n_t, reps, kind, rho):
+    """At the reported optimum of any small design, our log-likelihood is the dense one."""
+    df = _simulate(seed, n_sub, n_t, reps, rho)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lmf.ConvergenceWarning)
+        fit = lmf.LMM.from_formula(f"y ~ t + {kind}(0 + factor(t) | s)", df).fit()
+    assert fit.loglik == pytest.approx(_dense_loglik(fit, CORR[kind]), abs=1e-7)
