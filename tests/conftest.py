@@ -59,14 +59,17 @@ def dense_V(fit) -> np.ndarray:
     res = mme.residual
     if res is not None:
         C = np.ones((1, 1))
-        for d, rho in zip(res.dimensions, res.rhos(mme.eta(fit.theta))):
+        rho = iter(fit.residual_correlations.values())
+        for d in res.dimensions:
             i = np.arange(d.size)
             if d.kind == "ar1":
-                C = np.kron(C, rho ** np.abs(i[:, None] - i[None, :]))
+                C = np.kron(C, next(rho) ** np.abs(i[:, None] - i[None, :]))
             elif d.kind == "cs":
-                C = np.kron(C, (1.0 - rho) * np.eye(d.size) + rho)
-            else:
+                C = np.kron(C, (1.0 - (r := next(rho))) * np.eye(d.size) + r)
+            elif d.kind == "id":
                 C = np.kron(C, np.eye(d.size))
+            else:  # us, diag, toep: the dimension's own dense matrix (checked against nlme separately)
+                C = np.kron(C, d.matrix(res.split(mme.eta(fit.theta))[res.dimensions.index(d)]))
         R = C[np.ix_(res.cells, res.cells)]
     return Z @ G @ Z.T + fit.sigma2 * R
 

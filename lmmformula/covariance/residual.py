@@ -33,11 +33,9 @@ import scipy.sparse as sp
 
 from ..errors import DataError, ModelSpecificationError
 from ..formula.terms import ResidualTerm
+from .correlation import RHO_MAX, Correlation
 
 __all__ = ["ResidualDimension", "ResidualStructure", "build_residual", "ar1_precision"]
-
-
-RHO_MAX = 0.999  # residual correlations are kept within [-0.999, 0.999] (ASReml's bound); the limit is flagged
 
 
 def cs_precision(m: int, rho: float) -> sp.csc_matrix:
@@ -57,20 +55,33 @@ def ar1_precision(m: int, rho: float) -> sp.csc_matrix:
     return (sp.diags([off, main, off], [-1, 0, 1], format="csc") / (1.0 - rho * rho)).tocsc()
 
 
+CORRELATION_KINDS = ("ar1", "cs", "toep")
+VARIANCE_KINDS = ("us", "diag")
+
+
 @dataclass(frozen=True)
 class ResidualDimension:
-    """One factor of the residual grid.
+    """One factor of the residual grid and its ``size x size`` relative covariance ``R_d(eta)``.
 
     Attributes
     ----------
     variable : str
-    kind : {"id", "ar1"}
+    kind : {"id", "ar1", "cs", "toep", "us", "diag"}
     size : int
-        Number of grid positions along this dimension (gaps included for AR1 on a numeric column).
+        Number of grid positions along this dimension (gaps included for AR1/Toeplitz on a numeric column).
     positions : ndarray of int
         Grid position of each observation.
     labels : tuple of str
         Label of each grid position (the column's value there).
+    bands : int
+        Number of free bands of a Toeplitz dimension.
+
+    Notes
+    -----
+    ``ar1``, ``cs``, ``toep``: a correlation matrix, ``eta = atanh(rho)``.  ``diag``: ``R_d = D^2`` with
+    ``D = diag(1, exp(eta_1), ...)`` (variances relative to the first level, nlme's ``varIdent``).
+    ``us``: ``R_d = L L'`` with ``L`` lower triangular, ``L[0, 0] = 1`` (the residual variance is the first
+    level's variance), ``log`` of the other diagonal entries and the off-diagonal entries column-major.
     """
 
     variable: str
@@ -78,39 +89,107 @@ class ResidualDimension:
     size: int
     positions: np.ndarray
     labels: tuple[str, ...] = ()
+    bands: int = 0
+
+    @property
+    def correlation_model(self) -> Correlation:
+        return Correlation(self.kind if self.kind in CORRELATION_KINDS else "id", self.size, self.bands)
 
     @property
     def n_params(self) -> int:
-        return 1 if self.kind in ("ar1", "cs") else 0
+        if self.kind == "us":
+            return self.size * (self.size + 1) // 2 - 1
+        if self.kind == "diag":
+            return self.size - 1
+        return self.correlation_model.n_params
 
-    def precision(self, rho: float | None) -> sp.csc_matrix:
-        if self.kind == "ar1":
-            return ar1_precision(self.size, rho)
-        if self.kind == "cs":
-            return cs_precision(self.size, rho)
-        return sp.identity(self.size, format="csc")
+    def eta_bounds(self) -> list[tuple[float, float]]:
+        if self.kind in VARIANCE_KINDS:
+            return [(-np.inf, np.inf)] * self.n_params
+        return [(float(np.arctanh(lo)), float(np.arctanh(hi))) for lo, hi in self.correlation_model.rho_bounds()]
 
-    def log_det_correlation(self, rho: float | None) -> float:
+    def initial_eta(self) -> np.ndarray:
+        if self.kind in VARIANCE_KINDS:
+            return np.zeros(self.n_params)
+        return np.arctanh(self.correlation_model.initial_rho())
+
+    def generic_eta(self) -> np.ndarray:
+        """A value with no accidental zeros in the precision (for its structural pattern)."""
+        if self.kind in VARIANCE_KINDS:
+            return np.full(self.n_params, 0.1)
+        if self.kind == "toep":  # not AR1-shaped (whose inverse is tridiagonal); diagonally dominant, so PD
+            k = np.arange(1, self.bands + 1)
+            return np.arctanh(0.3 ** k + 0.01 * 0.5 ** k)
+        return np.arctanh(self.correlation_model.initial_rho(0.37))
+
+    def _us_positions(self) -> list[tuple[int, int]]:
+        return [(r, c) for c in range(self.size) for r in range(c, self.size) if (r, c) != (0, 0)]
+
+    def factor(self, eta: np.ndarray) -> np.ndarray:
+        """``L`` of a ``us`` dimension, ``D`` of a ``diag`` dimension."""
+        eta = np.asarray(eta, dtype=float)
+        if self.kind == "diag":
+            return np.diag(np.exp(np.concatenate([[0.0], eta])))
+        L = np.eye(self.size)
+        for value, (r, c) in zip(eta, self._us_positions()):
+            L[r, c] = np.exp(value) if r == c else value
+        return L
+
+    def matrix(self, eta: np.ndarray) -> np.ndarray:
+        """The dense relative covariance ``R_d`` (a correlation matrix for ar1/cs/toep/id)."""
+        if self.kind in VARIANCE_KINDS:
+            F = self.factor(eta)
+            return F @ F.T
+        return self.correlation_model.matrix(np.tanh(np.asarray(eta, dtype=float)))
+
+    def precision(self, eta: np.ndarray) -> sp.csc_matrix:
+        eta = np.asarray(eta, dtype=float)
         if self.kind == "ar1":
-            return (self.size - 1) * np.log1p(-rho * rho)
+            return ar1_precision(self.size, float(np.tanh(eta[0])))
         if self.kind == "cs":
+            return cs_precision(self.size, float(np.tanh(eta[0])))
+        if self.kind == "id":
+            return sp.identity(self.size, format="csc")
+        if self.kind in VARIANCE_KINDS:
+            Finv = np.linalg.inv(self.factor(eta))
+            return sp.csc_matrix(Finv.T @ Finv)
+        C = self.matrix(eta)
+        np.linalg.cholesky(C)  # raises LinAlgError outside the positive-definite region
+        return sp.csc_matrix(np.linalg.inv(C))
+
+    def log_det(self, eta: np.ndarray) -> float:
+        """``log|R_d|``."""
+        eta = np.asarray(eta, dtype=float)
+        if self.kind == "ar1":
+            return (self.size - 1) * np.log1p(-np.tanh(eta[0]) ** 2)
+        if self.kind == "cs":
+            rho = np.tanh(eta[0])
             return (self.size - 1) * np.log1p(-rho) + np.log1p((self.size - 1) * rho)
-        return 0.0
+        if self.kind == "id":
+            return 0.0
+        if self.kind in VARIANCE_KINDS:
+            return 2.0 * float(np.sum(np.log(np.diag(self.factor(eta)))))
+        sign, logdet = np.linalg.slogdet(self.matrix(eta))
+        if sign <= 0:
+            raise np.linalg.LinAlgError("the Toeplitz correlation is not positive definite")
+        return float(logdet)
 
-    def correlation(self, rho: float | None) -> np.ndarray:
-        """The dense ``size x size`` correlation matrix (for reporting and tests)."""
-        i = np.arange(self.size)
-        if self.kind == "ar1":
-            return rho ** np.abs(i[:, None] - i[None, :])
-        if self.kind == "cs":
-            return (1.0 - rho) * np.eye(self.size) + rho
-        return np.eye(self.size)
-
-    def rho_bounds(self) -> tuple[float, float]:
-        """Admissible correlations: |rho| <= 0.999; compound symmetry also needs rho > -1/(size-1)."""
-        if self.kind == "cs":
-            return max(-RHO_MAX, -1.0 / (self.size - 1) + 1e-3), RHO_MAX
-        return -RHO_MAX, RHO_MAX
+    def reported(self, eta: np.ndarray) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        """Names, values and ``scaled`` flags of the reported parameters: correlations ``rho(...)``, or the
+        entries ``var(<level>)``, ``cov(<a>,<b>)`` of ``R_d`` (to be multiplied by ``sigma^2``: flagged)."""
+        eta = np.asarray(eta, dtype=float)
+        if self.kind in CORRELATION_KINDS:
+            names = self.correlation_model.names(self.variable)
+            return names, np.tanh(eta), np.zeros(len(names), dtype=bool)
+        if self.kind == "id":
+            return (), np.zeros(0), np.zeros(0, dtype=bool)
+        R = self.matrix(eta)
+        pairs = [(a, a) for a in range(self.size)]
+        if self.kind == "us":
+            pairs += [(a, b) for b in range(self.size) for a in range(b + 1, self.size)]
+        lab = [f"{self.variable}={x}" for x in self.labels]
+        names = tuple(f"var({lab[a]})" if a == b else f"cov({lab[b]},{lab[a]})" for a, b in pairs)
+        return names, np.array([R[a, b] for a, b in pairs]), np.ones(len(pairs), dtype=bool)
 
 
 def _fmt(x) -> str:
@@ -119,7 +198,8 @@ def _fmt(x) -> str:
 
 def _grid_positions(col: pd.Series, variable: str, kind: str) -> tuple[np.ndarray, int, tuple[str, ...]]:
     """Numeric columns: value / smallest positive spacing (gaps kept). Otherwise category order."""
-    if kind == "ar1" and pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+    positional = kind in ("ar1", "toep")
+    if positional and pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
         vals = col.to_numpy(dtype=float)
         uniq = np.unique(vals)
         if uniq.size == 1:
@@ -129,14 +209,14 @@ def _grid_positions(col: pd.Series, variable: str, kind: str) -> tuple[np.ndarra
         if np.max(np.abs(pos - np.round(pos))) > 1e-6:
             raise DataError(
                 f"the positions in '{variable}' are not on a regular grid (smallest spacing {step:g}); "
-                "ar1 needs equally spaced positions: round them or use a categorical column"
+                f"{kind} needs equally spaced positions: round them or use a categorical column"
             )
         pos = np.round(pos).astype(np.int64)
         size = int(pos.max()) + 1
         return pos, size, tuple(_fmt(uniq[0] + k * step) for k in range(size))
-    if kind == "ar1" and not isinstance(col.dtype, pd.CategoricalDtype):
+    if positional and not isinstance(col.dtype, pd.CategoricalDtype):
         raise DataError(
-            f"ar1 positions in '{variable}' must be numeric (equally spaced values) or an ordered pandas "
+            f"{kind} positions in '{variable}' must be numeric (equally spaced values) or an ordered pandas "
             f"Categorical; got {col.dtype}, whose text order (e.g. t1, t10, t2) is not an order in time or space. "
             "Convert it with pd.to_numeric or pd.Categorical(..., categories=[...], ordered=True)"
         )
@@ -169,34 +249,50 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         return sum(d.n_params for d in self.dimensions)
 
     @property
-    def parameter_names(self) -> tuple[str, ...]:
-        return tuple(f"rho({d.variable})" for d in self.dimensions if d.n_params)
-
-    @property
     def n_cells(self) -> int:
         return int(np.prod([d.size for d in self.dimensions]))
 
+    def split(self, eta: np.ndarray) -> list[np.ndarray]:
+        """``eta`` cut into the parameters of each dimension."""
+        eta = np.asarray(eta, dtype=float)
+        bounds = np.cumsum([0] + [d.n_params for d in self.dimensions])
+        return [eta[bounds[i]:bounds[i + 1]] for i in range(len(self.dimensions))]
+
     def initial_eta(self) -> np.ndarray:
-        return np.full(self.n_params, np.arctanh(0.1))
+        return np.concatenate([np.zeros(0)] + [d.initial_eta() for d in self.dimensions])
 
-    def rhos(self, eta: np.ndarray) -> list[float | None]:
-        it = iter(np.tanh(np.asarray(eta, dtype=float)))
-        return [next(it) if d.n_params else None for d in self.dimensions]
+    def generic_eta(self) -> np.ndarray:
+        return np.concatenate([np.zeros(0)] + [d.generic_eta() for d in self.dimensions])
 
-    def rho_bounds(self) -> list[tuple[float, float]]:
-        """Bounds of each correlation parameter."""
-        return [d.rho_bounds() for d in self.dimensions if d.n_params]
+    def eta_bounds(self) -> np.ndarray:
+        """``(n_params, 2)`` bounds of ``eta``."""
+        rows = [b for d in self.dimensions for b in d.eta_bounds()]
+        return np.array(rows, dtype=float).reshape(-1, 2)
+
+    @property
+    def has_variances(self) -> bool:
+        """True when a dimension carries its own variances (``us``, ``diag``)."""
+        return any(d.kind in VARIANCE_KINDS for d in self.dimensions)
+
+    def reported(self, eta: np.ndarray, sigma2: float) -> tuple[tuple[str, ...], np.ndarray]:
+        """Names and values of the reported residual parameters after ``variance`` (``sigma^2``):
+        correlations, and ``sigma^2 R_d`` entries of dimensions with their own variances."""
+        names, values = [], []
+        for d, e in zip(self.dimensions, self.split(eta)):
+            n, v, scaled = d.reported(e)
+            names.extend(n)
+            values.extend(np.where(scaled, sigma2 * v, v))
+        return tuple(names), np.array(values, dtype=float)
 
     def full_precision(self, eta: np.ndarray) -> tuple[sp.csc_matrix, float]:
         """Precision of the full grid and its log-determinant (``-log|R~|``)."""
-        rhos = self.rhos(eta)
         W = None
         logdet_r = 0.0
         n_cells = self.n_cells
-        for d, rho in zip(self.dimensions, rhos):
-            Q = d.precision(rho)
+        for d, e in zip(self.dimensions, self.split(eta)):
+            Q = d.precision(e)
             W = Q if W is None else sp.kron(W, Q, format="csc")
-            logdet_r += (n_cells / d.size) * d.log_det_correlation(rho)
+            logdet_r += (n_cells / d.size) * d.log_det(e)
         return W.tocsc(), -logdet_r
 
     def precision(self, eta: np.ndarray) -> tuple[sp.csc_matrix, float]:
@@ -237,7 +333,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
 
     def precision_pattern(self) -> sp.csc_matrix:
         """Structural pattern of :meth:`precision` (the same for every value of the correlations)."""
-        W, _ = self.full_precision(np.full(self.n_params, 0.37))
+        W, _ = self.full_precision(self.generic_eta())
         obs = self.cells
         P = W[obs][:, obs].tocsc()
         P.data[:] = 1.0
@@ -274,7 +370,7 @@ def _missing_plan(res: ResidualStructure) -> _MissingPlan:
     """Connected groups of unobserved cells in the graph of the full-grid precision, and their neighbours."""
     from scipy.sparse.csgraph import connected_components
 
-    W, _ = res.full_precision(np.full(res.n_params, 0.37))
+    W, _ = res.full_precision(res.generic_eta())
     obs = res.cells
     missing = np.setdiff1d(np.arange(res.n_cells), obs)
     W_mm = W[missing][:, missing]
@@ -301,25 +397,46 @@ def build_residual(frame: pd.DataFrame, term: ResidualTerm) -> ResidualStructure
     Raises
     ------
     ModelSpecificationError
-        For structures other than ``ar1`` and ``id`` (not estimable yet).
+        For structures that cannot be residual dimensions (``fa``, ``vm``), or bands out of range.
     DataError
         Two observations in the same cell, or irregular AR1 positions.
     """
     dims = []
     for part in term.parts:
-        kind = part.structure.name if part.structure is not None else "id"
-        if kind not in ("ar1", "cs", "id"):
+        call = part.structure
+        kind = call.name if call is not None else "id"
+        if kind not in ("ar1", "cs", "id", "toep", "ma", "us", "diag"):
             raise ModelSpecificationError(
-                f"the residual structure '{part.label}' is not estimable in this version; residual terms "
-                "may combine ar1(x), cs(x), id(x) and plain factors with ':' (other structures: issue #3)"
+                f"the residual structure '{part.label}' is not estimable; residual terms combine ar1(x), cs(x), "
+                "toep(x[, q]), ma(x, q), us(x), diag(x), id(x) and plain factors with ':'"
             )
+        kind = "toep" if kind == "ma" else kind
         pos, size, labels = _grid_positions(frame[part.variable], part.variable, kind)
-        if kind in ("ar1", "cs") and size < 2:
+        if kind != "id" and size < 2:
             raise DataError(
-                f"'{part.label}' has a single position, so its correlation cannot be estimated; "
-                "drop the ar1() or check the column"
+                f"'{part.label}' has a single position, so its parameters cannot be estimated; "
+                f"drop the {call.name}() or check the column"
             )
-        dims.append(ResidualDimension(variable=part.variable, kind=kind, size=size, positions=pos, labels=labels))
+        bands = 0
+        if kind == "toep":
+            bands = size - 1
+            if call is not None and len(call.args) > 1:
+                try:
+                    bands = int(call.args[1].strip())
+                except ValueError:
+                    bands = -1
+                if not 1 <= bands <= size - 1:
+                    raise ModelSpecificationError(
+                        f"the number of bands in '{call.text}' must be an integer from 1 to {size - 1} "
+                        f"('{part.variable}' has {size} positions), got {call.args[1].strip()!r}"
+                    )
+        dims.append(ResidualDimension(variable=part.variable, kind=kind, size=size, positions=pos, labels=labels,
+                                      bands=bands))
+    if sum(d.kind in VARIANCE_KINDS for d in dims) > 1:
+        raise ModelSpecificationError(
+            f"the residual term '{term.text}' has more than one dimension with its own variances (us/diag); "
+            "their scales are not separately identifiable: keep one and make the others correlations"
+        )
     cells = np.zeros(frame.shape[0], dtype=np.int64)
     for d in dims:
         cells = cells * d.size + d.positions

@@ -13,9 +13,10 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
     """Average information for the covariance parameters on their natural scale.
 
     Parameters are, per term, its natural parameters (the entries of ``Sigma_k`` listed by
-    :attr:`BlockCovariance.parameters`, or a structured term's variance and correlations), then the residual variance ``sigma^2``, then the residual
-    correlations ``rho``.  ``dV/dpsi = Z_k (I (x) dSigma_k/dpsi) Z_k'`` (``E_ab`` symmetric 0/1 for an entry),
-    ``dV/dsigma^2 = R~`` and ``dV/drho = sigma^2 dR~/drho``; the working variates are ``q = dV P y`` with
+    :attr:`BlockCovariance.parameters`, or a structured term's variance and correlations), then the
+    residual variance ``sigma^2``, then the residual structure's parameters ``eta`` (callers map them to
+    reported values by the delta method).  ``dV/dpsi = Z_k (I (x) dSigma_k/dpsi) Z_k'`` (``E_ab`` symmetric 0/1 for an entry),
+    ``dV/dsigma^2 = R~`` and ``dV/deta = sigma^2 dR~/deta``; the working variates are ``q = dV P y`` with
     ``P y = W e / sigma^2``, and
     ``AI = Q' P Q / 2`` (Gilmour, Thompson & Cullis 1995).  Its inverse estimates the
     sampling covariance of the estimates (REML: with ``P``; ML: with ``V^-1``).
@@ -31,9 +32,8 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
             w[mme.offsets[k]:mme.offsets[k + 1]] = (zte @ D).ravel()
             cols.append(mme.Z @ mme.k_times(w))
     cols.append(ev.resid.copy())
-    rho = np.tanh(mme.eta(ev.theta))
-    for j in range(mme.n_eta):  # d/drho = d/deta / (1 - rho^2)
-        cols.append(ev.sigma2 * mme._eta_variate(ev, j) / (1.0 - rho[j] ** 2))
+    for j in range(mme.n_eta):
+        cols.append(ev.sigma2 * mme._eta_variate(ev, j))
     Q = np.column_stack(cols) / ev.sigma2
     PQ = mme.project(ev, Q)
     ai = Q.T @ PQ / (2.0 * ev.sigma2)

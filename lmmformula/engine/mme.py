@@ -24,8 +24,8 @@ Objective (profiled over sigma^2, lme4's constants; Bates et al. 2015 eqs. 34, 4
 
 with ``r2 = e'We + |v|^2``, ``e = y - Xb - Z Lam v`` (penalised residual sum of squares).
 
-The parameter vector ``theta`` holds the relative Cholesky entries of every term, then the
-residual structure's parameters ``eta`` (atanh of its correlations).
+The parameter vector ``theta`` holds every term's parameters (relative Cholesky entries, or a structured
+term's scale and atanh correlations), then the residual structure's parameters ``eta``.
 These equal ``log|C| + log|R| + log|G| + y'Py`` of the unscaled equations.
 """
 
@@ -110,9 +110,9 @@ class MixedModelEquations:
         self.residual = residual
         self.n_eta = residual.n_params if residual is not None else 0
         self.n_params = self.n_theta + self.n_eta
-        rho_bounds = np.array(residual.rho_bounds() if residual is not None else np.zeros((0, 2))).reshape(-1, 2)
-        self.lower = np.concatenate([c.lower_bounds for c in covariances] + [np.arctanh(rho_bounds[:, 0])])
-        self.upper = np.concatenate([c.upper_bounds for c in covariances] + [np.arctanh(rho_bounds[:, 1])])
+        eta_bounds = residual.eta_bounds() if residual is not None else np.zeros((0, 2))
+        self.lower = np.concatenate([c.lower_bounds for c in covariances] + [eta_bounds[:, 0]])
+        self.upper = np.concatenate([c.upper_bounds for c in covariances] + [eta_bounds[:, 1]])
         self._build_lambda_map()
         self.cross = CrossProducts(self.y, self.X, self.Z, residual)
         self._dense_below = dense_below

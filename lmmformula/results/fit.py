@@ -96,7 +96,8 @@ class FitResult:
         res = self.mme.residual
         if res is None:
             return {}
-        return dict(zip(res.parameter_names, np.tanh(self.mme.eta(self.evaluation.theta))))
+        names, values = res.reported(self.mme.eta(self.evaluation.theta), self.sigma2)
+        return {n: v for n, v in zip(names, values) if n.startswith("rho")}
 
     @property
     def singular(self) -> bool:
@@ -157,10 +158,10 @@ class FitResult:
             res = self.mme.residual
             C, labels = np.ones((1, 1)), [""]
             if res is not None:
-                for d, rho in zip(res.dimensions, res.rhos(self.mme.eta(self.evaluation.theta))):
+                for d, e in zip(res.dimensions, res.split(self.mme.eta(self.evaluation.theta))):
                     if not d.n_params:
                         continue
-                    C = np.kron(C, d.correlation(rho))
+                    C = np.kron(C, d.matrix(e))
                     labels = [f"{a}:{d.variable}={b}".lstrip(":") for a in labels for b in d.labels]
             labels = labels if labels != [""] else ["residual"]
             return pd.DataFrame(self.sigma2 * C, index=labels, columns=labels)
@@ -196,8 +197,23 @@ class FitResult:
             values = cov.natural_values(self.evaluation.theta[t0:t1], self.sigma2)
             rows.extend((blk.name, name, value) for name, value in zip(cov.parameter_names(), values))
         rows.append(("residual", "variance", self.sigma2))
-        rows.extend(("residual", name, rho) for name, rho in self.residual_correlations.items())
-        se = np.sqrt(np.clip(np.diag(self._variance_parameter_cov), 0.0, None))
+        n_g = len(rows) - 1
+        cov = self._variance_parameter_cov
+        se = list(np.sqrt(np.clip(np.diag(cov)[:n_g + 1], 0.0, None)))
+        res = self.mme.residual
+        if res is not None and res.n_params:
+            psi = np.append(self.sigma2, self.mme.eta(self.evaluation.theta))
+            names, values = res.reported(psi[1:], psi[0])
+            rows.extend(("residual", n, v) for n, v in zip(names, values))
+            J = np.empty((len(values), psi.size))  # delta method from (sigma^2, eta) to the reported values
+            for i in range(psi.size):
+                h = 1e-6 * max(abs(psi[i]), 1e-3)
+                e = np.zeros(psi.size)
+                e[i] = h
+                J[:, i] = (res.reported((psi + e)[1:], (psi + e)[0])[1]
+                           - res.reported((psi - e)[1:], (psi - e)[0])[1]) / (2 * h)
+            block = cov[n_g:, n_g:]
+            se.extend(np.sqrt(np.clip(np.einsum("ri,ij,rj->r", J, block, J), 0.0, None)))
         df = pd.DataFrame(rows, columns=["term", "parameter", "estimate"])
         df["std_error"] = se
         return df
