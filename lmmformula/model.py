@@ -62,7 +62,7 @@ class LMM:
         residual = build_residual(frame.data, parsed.residual) if parsed.residual is not None else None
         random = build_random(frame.data, parsed.random, formula, matrices,
                               unit_level_ok=residual is not None and residual.n_params > 0)
-        n_theta = sum(term_covariance(b).n_theta for b in random)
+        n_theta = sum(term_covariance(b).n_theta + (b.grid.n_params if b.grid is not None else 0) for b in random)
         n_theta += residual.n_params if residual is not None else 0
         if fixed.X.shape[1] + n_theta + 1 > fixed.y.size:
             raise ModelSpecificationError(
@@ -109,7 +109,7 @@ class LMM:
         d = self.design
         covs = tuple(term_covariance(b) for b in d.random)
         mme = MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, d.residual, reml=method == "REML")
-        theta0 = np.concatenate([c.initial_theta() for c in covs]
+        theta0 = np.concatenate([c.initial_theta() for c in covs] + [mme.levels.initial()]
                                 + [d.residual.initial_eta() if d.residual is not None else np.zeros(0)])
         if start is not None:
             try:

@@ -35,7 +35,7 @@ from ..errors import DataError, ModelSpecificationError
 from ..formula.terms import ResidualTerm
 from .correlation import RHO_MAX, Correlation
 
-__all__ = ["ResidualDimension", "ResidualStructure", "build_residual", "ar1_precision"]
+__all__ = ["ResidualDimension", "ResidualStructure", "build_residual", "build_grid", "ar1_precision"]
 
 
 def cs_precision(m: int, rho: float) -> sp.csc_matrix:
@@ -261,6 +261,13 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
     def initial_eta(self) -> np.ndarray:
         return np.concatenate([np.zeros(0)] + [d.initial_eta() for d in self.dimensions])
 
+    def cell_labels(self) -> tuple[str, ...]:
+        """``"row=1:col=2"``-style label of every cell of the grid (row-major)."""
+        labels = [""]
+        for d in self.dimensions:
+            labels = [f"{a}:{d.variable}={b}".lstrip(":") for a in labels for b in d.labels]
+        return tuple(labels)
+
     def generic_eta(self) -> np.ndarray:
         return np.concatenate([np.zeros(0)] + [d.generic_eta() for d in self.dimensions])
 
@@ -401,14 +408,27 @@ def build_residual(frame: pd.DataFrame, term: ResidualTerm) -> ResidualStructure
     DataError
         Two observations in the same cell, or irregular AR1 positions.
     """
+    return build_grid(frame, term.parts, term.text)
+
+
+def build_grid(frame: pd.DataFrame, parts, text: str, grouping: bool = False) -> ResidualStructure:
+    """The grid of structured dimensions joined by ``:`` (a residual term, or a grouping when ``grouping``).
+
+    A grouping's cells may hold several observations, and its dimensions are correlations only (the
+    variances belong to the random term).
+    """
+    where_text = f"the grouping of '{text}'" if grouping else f"the residual term '{text}'"
+    allowed = ("ar1", "cs", "id", "toep", "ma") + (() if grouping else ("us", "diag"))
     dims = []
-    for part in term.parts:
+    for part in parts:
         call = part.structure
         kind = call.name if call is not None else "id"
-        if kind not in ("ar1", "cs", "id", "toep", "ma", "us", "diag"):
+        if kind not in allowed:
             raise ModelSpecificationError(
-                f"the residual structure '{part.label}' is not estimable; residual terms combine ar1(x), cs(x), "
-                "toep(x[, q]), ma(x, q), us(x), diag(x), id(x) and plain factors with ':'"
+                f"'{part.label}' cannot be part of {where_text}; it may combine "
+                + ("ar1(x), cs(x), toep(x[, q]), ma(x, q) and plain factors with ':' (variances among the "
+                   "columns go around the term, e.g. us(0 + env | g))" if grouping else
+                   "ar1(x), cs(x), toep(x[, q]), ma(x, q), us(x), diag(x), id(x) and plain factors with ':'")
             )
         kind = "toep" if kind == "ma" else kind
         pos, size, labels = _grid_positions(frame[part.variable], part.variable, kind)
@@ -417,42 +437,48 @@ def build_residual(frame: pd.DataFrame, term: ResidualTerm) -> ResidualStructure
                 f"'{part.label}' has a single position, so its parameters cannot be estimated; "
                 f"drop the {call.name}() or check the column"
             )
-        bands = 0
-        if kind == "toep":
-            bands = size - 1
-            if call is not None and len(call.args) > 1:
-                try:
-                    bands = int(call.args[1].strip())
-                except ValueError:
-                    bands = -1
-                if not 1 <= bands <= size - 1:
-                    raise ModelSpecificationError(
-                        f"the number of bands in '{call.text}' must be an integer from 1 to {size - 1} "
-                        f"('{part.variable}' has {size} positions), got {call.args[1].strip()!r}"
-                    )
+        bands = _bands(call, kind, size, part.variable)
         dims.append(ResidualDimension(variable=part.variable, kind=kind, size=size, positions=pos, labels=labels,
                                       bands=bands))
     if sum(d.kind in VARIANCE_KINDS for d in dims) > 1:
         raise ModelSpecificationError(
-            f"the residual term '{term.text}' has more than one dimension with its own variances (us/diag); "
+            f"the residual term '{text}' has more than one dimension with its own variances (us/diag); "
             "their scales are not separately identifiable: keep one and make the others correlations"
         )
     cells = np.zeros(frame.shape[0], dtype=np.int64)
     for d in dims:
         cells = cells * d.size + d.positions
     uniq, counts = np.unique(cells, return_counts=True)
-    if (counts > 1).any():
+    if (counts > 1).any() and not grouping:
         dup = np.flatnonzero(cells == uniq[counts > 1][0])
         where = ", ".join(f"{d.variable}={frame[d.variable].iloc[dup[0]]!r}" for d in dims)
         raise DataError(
             f"observations {list(frame.index[dup[:3]])} share the cell ({where}) of the residual term "
-            f"'{term.text}'; each cell may hold one observation. Add a dimension that separates them "
+            f"'{text}'; each cell may hold one observation. Add a dimension that separates them "
             "(e.g. Subject:ar1(time)) or average the duplicates"
         )
     n_cells = int(np.prod([d.size for d in dims]))
     if n_cells > 50 * max(frame.shape[0], 1) and n_cells > 1_000_000:
         raise DataError(
-            f"the residual term '{term.text}' defines a grid of {n_cells} cells for {frame.shape[0]} "
+            f"{where_text} defines a grid of {n_cells} cells for {frame.shape[0]} "
             "observations; check the position columns"
         )
-    return ResidualStructure(text=term.text, dimensions=tuple(dims), cells=cells)
+    return ResidualStructure(text=text, dimensions=tuple(dims), cells=cells)
+
+
+def _bands(call, kind: str, size: int, variable: str) -> int:
+    """Number of free bands of a Toeplitz dimension: all by default, else the call's second argument."""
+    if kind != "toep":
+        return 0
+    if call is None or len(call.args) < 2:
+        return size - 1
+    try:
+        bands = int(call.args[1].strip())
+    except ValueError:
+        bands = -1
+    if not 1 <= bands <= size - 1:
+        raise ModelSpecificationError(
+            f"the number of bands in '{call.text}' must be an integer from 1 to {size - 1} "
+            f"('{variable}' has {size} positions), got {call.args[1].strip()!r}"
+        )
+    return bands

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from formulaic import Formula
 
 from ..covariance.known import KnownMatrix, known_matrix
+from ..covariance.residual import ResidualStructure, build_grid
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError
 from ..formula.terms import RandomTerm, StructureCall
 from .fixed import _restore_r_calls, r_style_name, to_formulaic
@@ -65,6 +66,9 @@ class RandomBlock:
         False for ``||``: the effects' covariance is diagonal.
     known : KnownMatrix or None
         Known covariance among the levels (``vm``); its labels are the levels.
+    grid : ResidualStructure or None
+        A structured grouping such as ``ar1(row):ar1(col)``: the levels are the cells of its full grid
+        (observed or not) and their correlation is the Kronecker product of the dimensions'.
     structure : StructureCall or None
         A correlation structure among the columns (``ar1``, ``cs``, ``toep``, ``ma``), e.g.
         ``ar1(0 + factor(time) | subject)``; None for ``|``, ``||``, ``us(...)`` and ``diag(...)``.
@@ -78,6 +82,7 @@ class RandomBlock:
     correlated: bool
     known: KnownMatrix | None = None
     structure: StructureCall | None = None
+    grid: ResidualStructure | None = None
 
     @property
     def n_columns(self) -> int:
@@ -156,9 +161,9 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
             correlated = _COLUMN_ALIASES[term.structure.name]
         column_structure = (term.structure if term.structure is not None
                             and term.structure.name not in _COLUMN_ALIASES else None)
+        grid = _grid_for(frame, term) if known is None else None
         structured = (column_structure if column_structure is not None and column_structure.name == "fa"
-                      else None) or next((p.structure for p in term.group
-                                          if p.structure and p.structure.name != "vm"), None)
+                      else None)
         if structured is not None:
             raise ModelSpecificationError(
                 f"the covariance structure '{structured.text}' is part of the formula language, but this "
@@ -171,6 +176,8 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
         name = group_name if count == 0 else f"{group_name}.{count}"
         if known is not None:
             factor = _known_factor(frame, term.group[0].variable, known, group_name)
+        elif grid is not None:
+            factor = GroupingFactor(name=group_name, codes=grid.cells, levels=grid.cell_labels())
         else:
             factor = grouping_factor(frame, tuple(p.variable for p in term.group), group_name)
         if factor.n_levels < 2:
@@ -179,14 +186,14 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
                 "a random effect needs at least 2. Drop the term or check the data"
             )
         Xk, columns = _term_matrix(frame, term, formula)
-        if factor.n_levels >= n and known is None and not unit_level_ok:
+        if factor.n_levels >= n and known is None and grid is None and not unit_level_ok:
             raise DataError(
                 f"grouping factor '{group_name}' has {factor.n_levels} levels for {n} observations, so its "
                 "random effect cannot be separated from the residual; drop the term or use a grouping "
                 "with repeated observations"
             )
         m = Xk.shape[1]
-        if known is None and column_structure is None and (factor.n_levels * m > n or (factor.n_levels * m == n and not unit_level_ok)):
+        if known is None and grid is None and column_structure is None and (factor.n_levels * m > n or (factor.n_levels * m == n and not unit_level_ok)):
             raise DataError(
                 f"the term '({term.expr} | {group_name})' has {factor.n_levels * m} random effects for {n} "
                 "observations, so its variances cannot be separated from the residual variance; "
@@ -199,8 +206,15 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
         Z = sp.csc_matrix((Xk.ravel(), (rows, cols)), shape=(n, factor.n_levels * m))
         Z.sort_indices()
         blocks.append(RandomBlock(name=name, factor=factor, columns=columns, X=Xk, Z=Z,
-                                  correlated=correlated, known=known, structure=column_structure))
+                                  correlated=correlated, known=known, structure=column_structure, grid=grid))
     return tuple(blocks)
+
+
+def _grid_for(frame: pd.DataFrame, term: RandomTerm) -> ResidualStructure | None:
+    """The grid of a structured grouping (a grouping with an ar1/cs/toep/ma part), else None."""
+    if not any(p.structure is not None for p in term.group):
+        return None
+    return build_grid(frame, term.group, f"({term.expr} | {term.group_name})", grouping=True)
 
 
 def _check_column_structure(call: StructureCall, columns: tuple[str, ...], term: RandomTerm, group: str) -> None:

@@ -37,9 +37,9 @@ def _second_moment(mme: MixedModelEquations, ev: Evaluation, S, k: int) -> np.nd
     blk, cov = mme.blocks[k], mme.covariances[k]
     m, off = cov.m, mme.offsets[k]
     vk = ev.v[off:mme.offsets[k + 1]].reshape(blk.n_levels, m)
-    if blk.known is None:
+    Kinv, _ = mme.levels.block_precision(k, mme.kappa(ev.theta))
+    if Kinv is None:
         return vk.T @ vk + ev.sigma2 * mme.level_blocks(ev, S, k).sum(axis=0)
-    Kinv = blk.known.precision
     Sk = S[off:mme.offsets[k + 1], off:mme.offsets[k + 1]]
     out = vk.T @ (Kinv @ vk)
     if mme.reml and mme.p:

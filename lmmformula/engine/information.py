@@ -14,7 +14,8 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
 
     Parameters are, per term, its natural parameters (the entries of ``Sigma_k`` listed by
     :attr:`BlockCovariance.parameters`, or a structured term's variance and correlations), then the
-    residual variance ``sigma^2``, then the residual structure's parameters ``eta`` (callers map them to
+    residual variance ``sigma^2``, then the structured groupings' ``kappa`` and the residual structure's
+    ``eta`` (callers map them to
     reported values by the delta method).  ``dV/dpsi = Z_k (I (x) dSigma_k/dpsi) Z_k'`` (``E_ab`` symmetric 0/1 for an entry),
     ``dV/dsigma^2 = R~`` and ``dV/deta = sigma^2 dR~/deta``; the working variates are ``q = dV P y`` with
     ``P y = W e / sigma^2``, and
@@ -30,9 +31,9 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
         for D in cov.natural_derivatives(ev.theta[t0:t1], ev.sigma2):
             w = np.zeros(mme.q)
             w[mme.offsets[k]:mme.offsets[k + 1]] = (zte @ D).ravel()
-            cols.append(mme.Z @ mme.k_times(w))
+            cols.append(mme.Z @ mme.k_times(w, ev.theta))
     cols.append(ev.resid.copy())
-    for j in range(mme.n_eta):
+    for j in range(mme.n_kappa + mme.n_eta):
         cols.append(ev.sigma2 * mme._eta_variate(ev, j))
     Q = np.column_stack(cols) / ev.sigma2
     PQ = mme.project(ev, Q)

@@ -42,6 +42,7 @@ from ..covariance.residual import ResidualStructure
 from ..design import RandomBlock
 from .crossproducts import CrossProducts, WeightedProducts, pattern_keys, pattern_of, scatter
 from .factor import make_factor
+from .levels import LevelPrecision, LevelState
 from .selinv import column_dots
 
 __all__ = ["MixedModelEquations", "Evaluation", "Derivatives"]
@@ -108,17 +109,19 @@ class MixedModelEquations:
         self.theta_offsets = np.cumsum([0] + [c.n_theta for c in covariances])
         self.n_theta = int(self.theta_offsets[-1])
         self.residual = residual
+        self._dense_below = dense_below
+        self.levels = LevelPrecision(self.blocks, [c.m for c in covariances], dense_below)
+        self.n_kappa = self.levels.n_params
         self.n_eta = residual.n_params if residual is not None else 0
-        self.n_params = self.n_theta + self.n_eta
-        eta_bounds = residual.eta_bounds() if residual is not None else np.zeros((0, 2))
-        self.lower = np.concatenate([c.lower_bounds for c in covariances] + [eta_bounds[:, 0]])
-        self.upper = np.concatenate([c.upper_bounds for c in covariances] + [eta_bounds[:, 1]])
+        self.n_params = self.n_theta + self.n_kappa + self.n_eta
+        bounds = np.concatenate([self.levels.bounds(),
+                                 residual.eta_bounds() if residual is not None else np.zeros((0, 2))])
+        self.lower = np.concatenate([c.lower_bounds for c in covariances] + [bounds[:, 0]])
+        self.upper = np.concatenate([c.upper_bounds for c in covariances] + [bounds[:, 1]])
         self._build_lambda_map()
         self.cross = CrossProducts(self.y, self.X, self.Z, residual)
-        self._dense_below = dense_below
-        self._build_known()
         lam_s = pattern_of(self._lambda_pattern)
-        cpat = (lam_s.T @ self.cross.ztwz_pattern @ lam_s + self._known_pattern()).tocsc()
+        cpat = (lam_s.T @ self.cross.ztwz_pattern @ lam_s + self.levels.pattern()).tocsc()
         cpat.sort_indices()
         self._cvv_pattern = pattern_of(cpat)
         self._cvv_keys = pattern_keys(self._cvv_pattern)
@@ -129,38 +132,23 @@ class MixedModelEquations:
     # ---- fixed patterns -------------------------------------------------------------------
     def eta(self, theta: np.ndarray) -> np.ndarray:
         """The residual-structure part of the parameter vector."""
-        return np.asarray(theta, dtype=float)[self.n_theta:]
+        return np.asarray(theta, dtype=float)[self.n_theta + self.n_kappa:]
 
     def products(self, theta: np.ndarray) -> WeightedProducts:
         """Residual-weighted cross-products at the residual parameters of ``theta``."""
         return self.cross.at(self.eta(theta))
 
-    def _build_known(self) -> None:
-        """``K~^-1``: block diagonal, ``K_k^-1 (x) I_m`` for a vm term and ``I`` otherwise, and ``log|K~|``."""
-        parts, self.logdet_k = [], 0.0
-        for blk, cov in zip(self.blocks, self.covariances):
-            if blk.known is None:
-                parts.append(sp.identity(blk.n_levels * cov.m, format="csc"))
-            else:
-                parts.append(sp.kron(blk.known.precision, sp.identity(cov.m), format="csc"))
-                self.logdet_k += cov.m * blk.known.logdet
-        self.kinv = sp.block_diag(parts, format="csc") if parts else sp.csc_matrix((0, 0))
-        self.kinv.sort_indices()
-        self.has_known = any(b.known is not None for b in self.blocks)
-        self._k_solver = make_factor(self.kinv, self._dense_below) if self.has_known else None
+    def kappa(self, theta: np.ndarray) -> np.ndarray:
+        """The parameters of structured groupings (e.g. the correlations of ``(1 | ar1(row):ar1(col))``)."""
+        return np.asarray(theta, dtype=float)[self.n_theta:self.n_theta + self.n_kappa]
 
-    def _known_pattern(self) -> sp.csc_matrix:
-        """Pattern of ``K~^-1`` widened to full ``m x m`` blocks: the EM step and the PEV need the inverse
-        of the MME at (level l, effect a) x (level l', effect b) wherever ``K^-1[l, l'] != 0``."""
-        parts = []
-        for blk, cov in zip(self.blocks, self.covariances):
-            base = pattern_of(blk.known.precision) if blk.known is not None else sp.identity(blk.n_levels)
-            parts.append(sp.kron(base, np.ones((cov.m, cov.m)), format="csc"))
-        return pattern_of(sp.block_diag(parts, format="csc")) if parts else sp.csc_matrix((0, 0))
+    def level_state(self, theta: np.ndarray) -> LevelState:
+        """``K~^-1`` and ``log|K~|`` at ``theta``."""
+        return self.levels.at(self.kappa(theta))
 
-    def k_times(self, x: np.ndarray) -> np.ndarray:
-        """``K~ x`` (identity unless a term has a known matrix)."""
-        return self._k_solver.solve(x) if self.has_known else x
+    def k_times(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """``K~ x`` (identity unless a grouping is known or structured)."""
+        return self.levels.times(self.kappa(theta), x)
 
     def _build_lambda_map(self) -> None:
         """Pattern of ``Lam`` and, for each stored entry, its index in the vector of factor elements.
@@ -244,7 +232,7 @@ class MixedModelEquations:
     def cvv(self, theta: np.ndarray, lam: sp.csc_matrix | None = None) -> sp.csc_matrix:
         """``Lam'Z'WZ Lam + I`` on its fixed pattern."""
         lam = self.lam(theta) if lam is None else lam
-        M = lam.T @ self.products(theta).ZtWZ @ lam + self.kinv
+        M = lam.T @ self.products(theta).ZtWZ @ lam + self.level_state(theta).kinv
         return scatter(M, self._cvv_pattern, self._cvv_keys)
 
     def factorize(self, theta: np.ndarray, lam: sp.csc_matrix | None = None):
@@ -285,11 +273,12 @@ class MixedModelEquations:
         u = lam @ v
         resid = self.y - self.X @ beta - self.Z @ u
         w_resid = prod.weight(resid)
-        pwrss = float(resid @ w_resid + v @ (self.kinv @ v))
+        levels = self.level_state(theta)
+        pwrss = float(resid @ w_resid + v @ (levels.kinv @ v))
         logdet_vv = fac.logdet()
         dof = self.n - self.p if self.reml else self.n
         sigma2 = pwrss / dof
-        dev = (logdet_vv + (logdet_schur if self.reml else 0.0) + prod.logdet_r + self.logdet_k
+        dev = (logdet_vv + (logdet_schur if self.reml else 0.0) + prod.logdet_r + levels.logdet
                + dof * (1.0 + LOG2PI + np.log(sigma2)))
         return Evaluation(theta=theta, deviance=float(dev), sigma2=sigma2, beta=beta, v=v, u=u, resid=resid,
                           w_resid=w_resid, pwrss=pwrss, logdet_vv=logdet_vv, logdet_schur=logdet_schur,
@@ -300,7 +289,8 @@ class MixedModelEquations:
         ev = self.evaluate(theta)
         dof = self.n - self.p if self.reml else self.n
         extra = ev.logdet_schur if self.reml else 0.0
-        return float(ev.logdet_vv + extra + ev.logdet_r + self.logdet_k + dof * (LOG2PI + np.log(sigma2))
+        return float(ev.logdet_vv + extra + ev.logdet_r + self.level_state(theta).logdet
+                     + dof * (LOG2PI + np.log(sigma2))
                      + ev.pwrss / sigma2)
 
     # ---- projections used by the derivatives --------------------------------------------------
@@ -361,14 +351,14 @@ class MixedModelEquations:
         (ML: ``S_v.`` is replaced by ``[0, Cvv^-1]``; with a residual structure ``Z'e`` is ``Z'We``.)
         The average information uses the working variates ``q_i = dV_i P y = Z (Lam_i v + Lam Lam_i' Z'We)``
         (Gilmour, Thompson & Cullis 1995), ``AI_ij = q_i' P q_j / 2``, with ``sigma^2`` eliminated by a
-        Schur complement.  For a residual parameter eta_j the gradient is a central difference of the
-        exact objective and the working variate is ``dR~/d eta_j W e = -R~ (dW/d eta_j) e``.
+        Schur complement.  For a grouping parameter kappa_j or a residual parameter eta_j the gradient is a
+        central difference of the exact objective; the working variates are in :meth:`_eta_variate`.
         """
         S = self.factor_at(ev.theta).selected_inverse()
         g_theta, Q = self._theta_score(ev, S, ev.sigma2)
         grad = np.concatenate([g_theta, self._eta_gradient(ev.theta)])
-        if self.n_eta:
-            Q = np.column_stack([Q] + [self._eta_variate(ev, j) for j in range(self.n_eta)])
+        if self.n_kappa + self.n_eta:
+            Q = np.column_stack([Q] + [self._eta_variate(ev, j) for j in range(self.n_kappa + self.n_eta)])
             self.factor_at(ev.theta)
         PQ = self.project(ev, Q)
         eQ = ev.w_resid @ Q
@@ -414,13 +404,14 @@ class MixedModelEquations:
             lam_i_v[ys] = ev.v[xs]
             lam_it_zte = np.zeros(self.q)
             lam_it_zte[xs] = Zte[ys]
-            Q[:, i] = self.Z @ (lam_i_v + lam @ self.k_times(lam_it_zte))
+            Q[:, i] = self.Z @ (lam_i_v + lam @ self.k_times(lam_it_zte, ev.theta))
         return trace, quad, Q
 
     def _eta_gradient(self, theta: np.ndarray, sigma2: float | None = None) -> np.ndarray:
-        """Central differences of the (profiled, or at ``sigma2``) deviance in the residual parameters."""
-        out = np.zeros(self.n_eta)
-        for j in range(self.n_eta):
+        """Central differences of the (profiled, or at ``sigma2``) deviance in the precision parameters
+        (structured groupings' kappa, then the residual's eta)."""
+        out = np.zeros(self.n_kappa + self.n_eta)
+        for j in range(out.size):
             h = 1e-5
             e = np.zeros(self.n_params)
             e[self.n_theta + j] = h
@@ -431,7 +422,15 @@ class MixedModelEquations:
         return out
 
     def _eta_variate(self, ev: Evaluation, j: int) -> np.ndarray:
-        """Working variate ``-R~ (dW/d eta_j) e`` of residual parameter j."""
+        """Working variate of precision parameter j (``dV_j P y / sigma^2``).
+
+        A grouping parameter: ``Z Lam (dK~/dkappa) Lam'Z'We = -Z Lam K~ (dK~^-1/dkappa) v`` (using
+        ``K~^-1 v = Lam'Z'We`` at the solution of the MME).  A residual parameter: ``-R~ (dW/d eta) e``.
+        """
+        if j < self.n_kappa:
+            dK = self.levels.derivative(self.kappa(ev.theta), j)
+            return -self.Z @ (self.lam(ev.theta) @ self.k_times(dK @ ev.v, ev.theta))
+        j -= self.n_kappa
         dW = self.cross.precision_derivative(self.eta(ev.theta), j)
         return -self.cross.covariance_times(self.eta(ev.theta), dW @ ev.resid)
 

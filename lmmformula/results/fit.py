@@ -196,27 +196,44 @@ class FitResult:
             t0, t1 = self.mme.theta_offsets[k], self.mme.theta_offsets[k + 1]
             values = cov.natural_values(self.evaluation.theta[t0:t1], self.sigma2)
             rows.extend((blk.name, name, value) for name, value in zip(cov.parameter_names(), values))
-        rows.append(("residual", "variance", self.sigma2))
-        n_g = len(rows) - 1
+        n_g = len(rows)
         cov = self._variance_parameter_cov
-        se = list(np.sqrt(np.clip(np.diag(cov)[:n_g + 1], 0.0, None)))
-        res = self.mme.residual
-        if res is not None and res.n_params:
-            psi = np.append(self.sigma2, self.mme.eta(self.evaluation.theta))
-            names, values = res.reported(psi[1:], psi[0])
-            rows.extend(("residual", n, v) for n, v in zip(names, values))
-            J = np.empty((len(values), psi.size))  # delta method from (sigma^2, eta) to the reported values
-            for i in range(psi.size):
-                h = 1e-6 * max(abs(psi[i]), 1e-3)
-                e = np.zeros(psi.size)
-                e[i] = h
-                J[:, i] = (res.reported((psi + e)[1:], (psi + e)[0])[1]
-                           - res.reported((psi - e)[1:], (psi - e)[0])[1]) / (2 * h)
-            block = cov[n_g:, n_g:]
-            se.extend(np.sqrt(np.clip(np.einsum("ri,ij,rj->r", J, block, J), 0.0, None)))
+        se = list(np.sqrt(np.clip(np.diag(cov)[:n_g], 0.0, None)))
+        psi = np.concatenate([[self.sigma2], self.evaluation.theta[self.mme.n_theta:]])
+        terms, names, values = self._precision_parameters(psi)
+        rows.extend(zip(terms, names, values))
+        J = np.empty((len(values), psi.size))  # delta method from (sigma^2, kappa, eta) to the reported values
+        for i in range(psi.size):
+            h = 1e-6 * max(abs(psi[i]), 1e-3)
+            e = np.zeros(psi.size)
+            e[i] = h
+            J[:, i] = (self._precision_parameters(psi + e)[2] - self._precision_parameters(psi - e)[2]) / (2 * h)
+        se.extend(np.sqrt(np.clip(np.einsum("ri,ij,rj->r", J, cov[n_g:, n_g:], J), 0.0, None)))
         df = pd.DataFrame(rows, columns=["term", "parameter", "estimate"])
         df["std_error"] = se
         return df
+
+    def _precision_parameters(self, psi: np.ndarray) -> tuple[list[str], list[str], np.ndarray]:
+        """Reported (term, parameter, value) of ``psi = (sigma^2, kappa, eta)``: structured groupings'
+        correlations, the residual variance, then the residual structure's parameters."""
+        mme = self.mme
+        sigma2, kappa, eta = psi[0], psi[1:1 + mme.n_kappa], psi[1 + mme.n_kappa:]
+        terms, names, values = [], [], []
+        for k, blk in enumerate(mme.blocks):
+            if blk.grid is not None:
+                n, v = blk.grid.reported(mme.levels.block_kappa(kappa, k), sigma2)
+                terms += [blk.name] * len(n)
+                names += list(n)
+                values += list(v)
+        terms.append("residual")
+        names.append("variance")
+        values.append(sigma2)
+        if mme.residual is not None:
+            n, v = mme.residual.reported(eta, sigma2)
+            terms += ["residual"] * len(n)
+            names += list(n)
+            values += list(v)
+        return terms, names, np.array(values, dtype=float)
 
     # ---- random effects -------------------------------------------------------------------
     def _pev_blocks(self, k: int) -> np.ndarray:
