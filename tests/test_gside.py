@@ -169,3 +169,65 @@ def test_property_loglik_is_dense_loglik(seed, n_sub, n_t, reps, kind, rho):
         warnings.simplefilter("ignore", lmf.ConvergenceWarning)
         fit = lmf.LMM.from_formula(f"y ~ t + {kind}(0 + factor(t) | s)", df).fit()
     assert fit.loglik == pytest.approx(_dense_loglik(fit, CORR[kind]), abs=1e-7)
+
+
+def _met(seed, ng=30, ne=4, reps=2):
+    rng = np.random.default_rng(seed)
+    lam = np.array([[1.0, 0.0], [0.8, 0.5], [0.6, -0.4], [0.9, 0.2], [0.5, 0.5]])[:ne]
+    G = lam @ lam.T + np.diag([0.2, 0.3, 0.1, 0.25, 0.2][:ne])
+    u = rng.multivariate_normal(np.zeros(ne), G, size=ng)
+    rows = [(f"g{g:02d}", f"E{e + 1}", 5 + e + u[g, e] + rng.normal() * 0.7)
+            for g in range(ng) for e in range(ne) for _ in range(reps)]
+    return pd.DataFrame(rows, columns=["gen", "env", "y"])
+
+
+def _fa_dense_loglik(fit):
+    """Dense REML/ML with G = I (x) (Lambda Lambda' + Psi) rebuilt from the reported loadings and psi."""
+    vc = fit.variance_components.query("term == 'gen'").set_index("parameter")["estimate"]
+    blk = fit.mme.blocks[0]
+    labels = [c[len("env"):] for c in blk.columns]
+    k = max(int(p[len("loading")]) for p in vc.index if p.startswith("loading"))
+    lam = np.zeros((len(labels), k))
+    for i, lab in enumerate(labels):
+        for j in range(k):
+            lam[i, j] = vc.get(f"loading{j + 1}({lab})", 0.0)
+    S = lam @ lam.T + np.diag([vc[f"psi({lab})"] for lab in labels])
+    X, y = fit.mme.X, fit.mme.y
+    Z = blk.Z.toarray()
+    V = Z @ np.kron(np.eye(blk.n_levels), S) @ Z.T + fit.sigma2 * np.eye(y.size)
+    Vi = np.linalg.inv(V)
+    XtViX = X.T @ Vi @ X
+    b = np.linalg.solve(XtViX, X.T @ Vi @ y)
+    r = y - X @ b
+    n, p = X.shape
+    if fit.method == "REML":
+        return -0.5 * ((n - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1]
+                       + r @ Vi @ r)
+    return -0.5 * (n * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_factor_analytic_equals_dense_and_is_nested_in_us(k, method):
+    df = _met(4)
+    fa = lmf.LMM.from_formula(f"y ~ env + fa(0 + env | gen, {k})", df).fit(method)
+    us = lmf.LMM.from_formula("y ~ env + us(0 + env | gen)", df).fit(method)
+    diag = lmf.LMM.from_formula("y ~ env + diag(0 + env | gen)", df).fit(method)
+    assert fa.converged
+    assert fa.loglik == pytest.approx(_fa_dense_loglik(fa), abs=1e-8)
+    assert diag.loglik < fa.loglik <= us.loglik + 1e-8
+    names = list(fa.variance_components.query("term == 'gen'").parameter)
+    assert names[:4] == ["loading1(E1)", "loading1(E2)", "loading1(E3)", "loading1(E4)"]
+    assert names[-4:] == ["psi(E1)", "psi(E2)", "psi(E3)", "psi(E4)"]
+    if k == 2:
+        assert "loading2(E1)" not in names and "loading2(E2)" in names  # zero above the diagonal
+
+
+def test_one_factor_on_two_columns_is_unstructured():
+    """Any 2 x 2 covariance is l l' + Psi with Psi >= 0, so fa(., 1) on two columns reaches the us optimum."""
+    df = _met(6, ne=2, ng=40)
+    fa = lmf.LMM.from_formula("y ~ env + fa(0 + env | gen, 1)", df).fit()
+    us = lmf.LMM.from_formula("y ~ env + us(0 + env | gen)", df).fit()
+    assert fa.loglik == pytest.approx(us.loglik, abs=1e-6)
+    np.testing.assert_allclose(fa.covariance("gen").to_numpy(), us.covariance("gen").to_numpy(), rtol=1e-3,
+                               atol=1e-4)

@@ -162,14 +162,6 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
         column_structure = (term.structure if term.structure is not None
                             and term.structure.name not in _COLUMN_ALIASES else None)
         grid = _grid_for(frame, term) if known is None else None
-        structured = (column_structure if column_structure is not None and column_structure.name == "fa"
-                      else None)
-        if structured is not None:
-            raise ModelSpecificationError(
-                f"the covariance structure '{structured.text}' is part of the formula language, but this "
-                "version does not estimate it; structures among the columns of a term (ar1, cs, toep, ma, "
-                "us, diag) and known matrices (vm) among the levels are estimable"
-            )
         group_name = term.group_name
         count = seen.get(group_name, 0)
         seen[group_name] = count + 1
@@ -225,6 +217,18 @@ def _check_column_structure(call: StructureCall, columns: tuple[str, ...], term:
             f"'{call.text}' puts a correlation among the columns of '({term.expr} | {group})', which has "
             f"{m} column; use a factor on the left, e.g. {call.name}(0 + factor(time) | {group})"
         )
+    if call.name == "fa":
+        text = call.args[1].strip()
+        try:
+            k = int(text)
+        except ValueError:
+            k = -1
+        if not 1 <= k < m:
+            raise ModelSpecificationError(
+                f"the number of factors in '{call.text}' must be an integer from 1 to {m - 1} (the term has "
+                f"{m} columns), got {text!r}"
+            )
+        return
     if len(call.args) > 1:
         text = call.args[1].strip()
         try:
