@@ -157,6 +157,51 @@ class ResidualDimension:
         np.linalg.cholesky(C)  # raises LinAlgError outside the positive-definite region
         return sp.csc_matrix(np.linalg.inv(C))
 
+    def dense_precision(self, eta: np.ndarray, j: int | None = None) -> np.ndarray:
+        """``Q_d`` (or ``dQ_d / d eta_j``) as a dense array; AR1 in closed form without sparse objects."""
+        if self.kind != "ar1":
+            M = self.precision(eta) if j is None else self.precision_derivative(eta, j)
+            return M.toarray()
+        rho = float(np.tanh(np.asarray(eta, dtype=float)[0]))
+        m, c = self.size, 1.0 - rho * rho
+        out = np.zeros((m, m))
+        if m == 1:
+            out[0, 0] = 1.0 if j is None else 0.0
+            return out
+        i = np.arange(m)
+        if j is None:
+            diag, end, off = (1.0 + rho * rho) / c, 1.0 / c, -rho / c
+        else:  # d/d eta = (1 - rho^2) d/d rho
+            diag, end, off = 4.0 * rho / c, 2.0 * rho / c, -(1.0 + rho * rho) / c
+        out[i, i] = diag
+        out[0, 0] = out[-1, -1] = end
+        out[i[:-1], i[1:]] = off
+        out[i[1:], i[:-1]] = off
+        return out
+
+    def precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix:
+        """``dQ_d / d eta_j``: closed form for AR1 (tridiagonal), ``-Q (dR_d/d eta_j) Q`` otherwise."""
+        eta = np.asarray(eta, dtype=float)
+        if self.kind == "ar1":
+            rho = float(np.tanh(eta[0]))
+            m, c = self.size, 1.0 - rho * rho
+            if m == 1:
+                return sp.csc_matrix((1, 1))
+            main = np.full(m, 4.0 * rho / c**2)
+            main[0] = main[-1] = 2.0 * rho / c**2
+            off = np.full(m - 1, -(1.0 + rho * rho) / c**2)
+            return (sp.diags([off, main, off], [-1, 0, 1], format="csc") * c).tocsc()  # d rho / d eta = c
+        if self.kind in CORRELATION_KINDS:
+            rho = np.tanh(eta)
+            dR = self.correlation_model.derivatives(rho)[j] * (1.0 - rho[j] ** 2)
+        else:  # us, diag: derivative of F F' through the factor's entries (exp of the log-diagonal)
+            h = 1e-6
+            e = np.zeros(eta.size)
+            e[j] = h
+            dR = (self.matrix(eta + e) - self.matrix(eta - e)) / (2.0 * h)
+        Q = self.precision(eta).toarray()
+        return sp.csc_matrix(-Q @ dR @ Q)
+
     def log_det(self, eta: np.ndarray) -> float:
         """``log|R_d|``."""
         eta = np.asarray(eta, dtype=float)
@@ -302,6 +347,71 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             logdet_r += (n_cells / d.size) * d.log_det(e)
         return W.tocsc(), -logdet_r
 
+    def covariance_on(self, eta: np.ndarray, pattern: sp.csc_matrix) -> sp.csc_matrix:
+        """Entries of ``R~_oo`` (observation order) at the stored positions of ``pattern``:
+        ``R~[i, j] = prod_d R_d[pos_d(i), pos_d(j)]``."""
+        P = sp.csc_matrix(pattern)
+        P.sort_indices()
+        cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
+        rows = P.indices
+        vals = np.ones(rows.size)
+        for d, e in zip(self.dimensions, self.split(eta)):
+            if d.kind == "id":
+                vals *= d.positions[rows] == d.positions[cols]
+            else:
+                vals *= d.matrix(e)[d.positions[rows], d.positions[cols]]
+        return sp.csc_matrix((vals, P.indices.copy(), P.indptr.copy()), shape=P.shape)
+
+    def log_det(self, eta: np.ndarray) -> float:
+        """``log|R~|`` of the full grid."""
+        n_cells = self.n_cells
+        return float(sum((n_cells / d.size) * d.log_det(e) for d, e in zip(self.dimensions, self.split(eta))))
+
+    def precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix | None:
+        """``dR~_oo^-1 / d eta_j`` in observation order on a complete grid (a Kronecker product with one
+        differentiated factor); None when cells are unobserved (the caller differentiates numerically)."""
+        if self.cells.size != self.n_cells:
+            return None
+        offsets = np.cumsum([0] + [d.n_params for d in self.dimensions])
+        dim = int(np.searchsorted(offsets, j, side="right") - 1)
+        if self._gather_plan() is not None:
+            return self._gathered(eta, (dim, j - offsets[dim]))
+        D = None
+        for i, (d, e) in enumerate(zip(self.dimensions, self.split(eta))):
+            Q = d.precision_derivative(e, j - offsets[i]) if i == dim else d.precision(e)
+            D = Q if D is None else sp.kron(D, Q, format="csc")
+        return D[self.cells][:, self.cells].tocsc()
+
+    GATHER_MAX = 2000  # dimensions up to this size are held as dense per-dimension matrices
+
+    def _gather_plan(self):
+        """For a complete grid: the CSC pattern of the precision in observation order and, per non-identity
+        dimension, the positions of each stored entry's row and column (None for very long dimensions)."""
+        if "_gather" not in self.__dict__:
+            plan = None
+            if all(d.kind == "id" or d.size <= self.GATHER_MAX for d in self.dimensions):
+                P = self.precision_pattern()
+                P.sort_indices()
+                cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
+                rows = P.indices
+                index = [(d.positions[rows], d.positions[cols]) if d.kind != "id" else None
+                         for d in self.dimensions]
+                plan = (P.indptr.copy(), P.indices.copy(), P.shape, index)
+            object.__setattr__(self, "_gather", plan)
+        return self.__dict__["_gather"]
+
+    def _gathered(self, eta: np.ndarray, derivative: tuple[int, int] | None = None) -> sp.csc_matrix:
+        """The precision (or its derivative in one parameter) as the product of the dimensions' entries
+        ``prod_d Q_d[pos_d(i), pos_d(j)]`` gathered on the fixed pattern: no Kronecker product is formed."""
+        indptr, indices, shape, index = self._gather_plan()
+        vals = np.ones(indices.size)
+        for i, (d, e) in enumerate(zip(self.dimensions, self.split(eta))):
+            if index[i] is None:
+                continue
+            Q = d.dense_precision(e, derivative[1] if derivative is not None and derivative[0] == i else None)
+            vals *= Q[index[i][0], index[i][1]]
+        return sp.csc_matrix((vals, indices, indptr), shape=shape)
+
     def precision(self, eta: np.ndarray) -> tuple[sp.csc_matrix, float]:
         """Precision ``R~_oo^-1`` of the observations (in observation order) and ``log|R~_oo|``.
 
@@ -309,6 +419,8 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         only touches the observed cells next to it, so the update is a small dense block there
         (an isolated missing plot: a rank-one update of its up to 8 neighbours).
         """
+        if self.cells.size == self.n_cells and self._gather_plan() is not None:
+            return self._gathered(eta), self.log_det(eta)
         W, logdet_w = self.full_precision(eta)
         obs = self.cells
         W_oo = W[obs][:, obs].tocsc()

@@ -124,14 +124,3 @@ class CrossProducts:
         if M.ndim == 1:
             return solver(M)
         return np.column_stack([solver(M[:, j]) for j in range(M.shape[1])])
-
-    def precision_derivative(self, eta: np.ndarray, j: int, h: float = 1e-5) -> sp.csc_matrix:
-        """``dW / d eta_j`` by central differences of the (exact) observed precision.
-
-        The step equals the one of the gradient's central differences, so both share cached products.
-        """
-        e = np.zeros(self.n_eta)
-        e[j] = h
-        Wp = self.at(np.asarray(eta) + e).W
-        Wm = self.at(np.asarray(eta) - e).W
-        return ((Wp - Wm) / (2.0 * h)).tocsc()

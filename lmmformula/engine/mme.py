@@ -43,6 +43,7 @@ from ..design import RandomBlock
 from .crossproducts import CrossProducts, WeightedProducts, pattern_keys, pattern_of, scatter
 from .factor import make_factor
 from .levels import LevelPrecision, LevelState
+from .residual_gradient import precision_derivative, residual_gradient
 from .selinv import column_dots
 
 __all__ = ["MixedModelEquations", "Evaluation", "Derivatives"]
@@ -128,6 +129,7 @@ class MixedModelEquations:
         self._factor = None
         self._factor_theta = None
         self._pairs = self._theta_pairs()
+        self._dw_cache = None
 
     # ---- fixed patterns -------------------------------------------------------------------
     def eta(self, theta: np.ndarray) -> np.ndarray:
@@ -356,7 +358,7 @@ class MixedModelEquations:
         """
         S = self.factor_at(ev.theta).selected_inverse()
         g_theta, Q = self._theta_score(ev, S, ev.sigma2)
-        grad = np.concatenate([g_theta, self._eta_gradient(ev.theta)])
+        grad = np.concatenate([g_theta, self._eta_gradient(ev.theta, ev=ev, S=S)])
         if self.n_kappa + self.n_eta:
             Q = np.column_stack([Q] + [self._eta_variate(ev, j) for j in range(self.n_kappa + self.n_eta)])
             self.factor_at(ev.theta)
@@ -407,11 +409,26 @@ class MixedModelEquations:
             Q[:, i] = self.Z @ (lam_i_v + lam @ self.k_times(lam_it_zte, ev.theta))
         return trace, quad, Q
 
-    def _eta_gradient(self, theta: np.ndarray, sigma2: float | None = None) -> np.ndarray:
-        """Central differences of the (profiled, or at ``sigma2``) deviance in the precision parameters
-        (structured groupings' kappa, then the residual's eta)."""
+    def residual_derivatives(self, theta: np.ndarray) -> list[sp.csc_matrix]:
+        """``dW/d eta_j`` for every residual parameter at ``theta`` (cached for the last value)."""
+        key = tuple(float(x) for x in self.eta(theta))
+        if self._dw_cache is None or self._dw_cache[0] != key:
+            self._dw_cache = (key, [precision_derivative(self.residual, np.asarray(key), j)
+                                    for j in range(self.n_eta)])
+        return self._dw_cache[1]
+
+    def _eta_gradient(self, theta: np.ndarray, sigma2: float | None = None, ev: Evaluation | None = None,
+                      S=None) -> np.ndarray:
+        """Gradient of the (profiled, or at ``sigma2``) deviance in the precision parameters: central
+        differences for structured groupings' kappa, analytic for the residual's eta
+        (:func:`~lmmformula.engine.residual_gradient.residual_gradient`)."""
         out = np.zeros(self.n_kappa + self.n_eta)
-        for j in range(out.size):
+        if self.n_eta:
+            if ev is None:
+                ev = self.evaluate(theta)
+                S = self.factor_at(theta).selected_inverse()
+            out[self.n_kappa:] = residual_gradient(self, ev, S, self.residual_derivatives(theta), sigma2)
+        for j in range(self.n_kappa):
             h = 1e-5
             e = np.zeros(self.n_params)
             e[self.n_theta + j] = h
@@ -430,16 +447,15 @@ class MixedModelEquations:
         if j < self.n_kappa:
             dK = self.levels.derivative(self.kappa(ev.theta), j)
             return -self.Z @ (self.lam(ev.theta) @ self.k_times(dK @ ev.v, ev.theta))
-        j -= self.n_kappa
-        dW = self.cross.precision_derivative(self.eta(ev.theta), j)
+        dW = self.residual_derivatives(ev.theta)[j - self.n_kappa]
         return -self.cross.covariance_times(self.eta(ev.theta), dW @ ev.resid)
 
     def profiled_gradient(self, theta: np.ndarray) -> np.ndarray:
         """Gradient of the profiled deviance at ``theta`` (no AI, no EM step)."""
-        eta_grad = self._eta_gradient(theta)
         ev = self.evaluate(theta)
-        g_theta, _ = self._theta_score(ev, self.factor_at(theta).selected_inverse(), ev.sigma2, variates=False)
-        return np.concatenate([g_theta, eta_grad])
+        S = self.factor_at(theta).selected_inverse()
+        g_theta, _ = self._theta_score(ev, S, ev.sigma2, variates=False)
+        return np.concatenate([g_theta, self._eta_gradient(theta, ev=ev, S=S)])
 
     def full_gradient(self, theta: np.ndarray, sigma2: float) -> np.ndarray:
         """Gradient of the unprofiled deviance ``-2 l(theta, sigma^2)`` with respect to ``(theta, sigma^2)``.
@@ -447,8 +463,9 @@ class MixedModelEquations:
         ``d/dtheta_i = 2 tr(S_v. W~'Z Lam_i) - 2 (Z'e)' Lam_i v / sigma^2`` (the trace and ``e, v`` do
         not depend on ``sigma^2``) and ``d/dsigma^2 = dof / sigma^2 - r2 / sigma^4``.
         """
-        eta_grad = self._eta_gradient(theta, sigma2)
         ev = self.evaluate(theta)
-        g_theta, _ = self._theta_score(ev, self.factor_at(theta).selected_inverse(), sigma2, variates=False)
+        S = self.factor_at(theta).selected_inverse()
+        g_theta, _ = self._theta_score(ev, S, sigma2, variates=False)
+        eta_grad = self._eta_gradient(theta, sigma2, ev=ev, S=S)
         dof = self.n - self.p if self.reml else self.n
         return np.concatenate([g_theta, eta_grad, [dof / sigma2 - ev.pwrss / sigma2**2]])

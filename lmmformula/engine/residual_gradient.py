@@ -1,0 +1,79 @@
+"""Analytic gradient of the REML/ML deviance with respect to the residual structure's parameters ``eta``.
+
+With ``V = sigma^2 (Z Lam K~ Lam'Z' + R~)``, ``W = R~^-1`` and ``dR~ = -R~ dW R~``:
+
+    d(-2 l)/d eta_j = tr(P~ dR~) + e' dW e / sigma^2
+
+    tr(P~ dR~) = -tr(R~ dW) + tr(Cvv^-1 Lam'Z' dW Z Lam) + tr(Sb^-1 F' dW F)          (REML)
+
+where ``F = X - Z Lam B`` (the fixed-effect columns after absorbing the random effects, ``B = Cvv^-1 Lam'Z'WX``),
+``e = y - X b - Z u`` and ``P~ = sigma^2 P``; ML drops the last trace (``V~^-1`` in place of ``P~``).
+``tr(R~ dW)`` needs ``R~`` only on the pattern of ``dW`` (products of the dimensions' correlations), and
+``tr(Cvv^-1 .)`` only on the pattern of ``Cvv`` (the selected inverse).  With ``sigma^2`` profiled out
+(``sigma^2 = r2 / dof``) the second term is ``dof e'dWe / r2`` (envelope theorem).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from .selinv import column_dots
+
+__all__ = ["residual_gradient", "precision_derivative"]
+
+
+def precision_derivative(residual, eta: np.ndarray, j: int, h: float = 1e-6) -> sp.csc_matrix:
+    """``dW/d eta_j``: analytic on a complete grid, a central difference of the observed precision
+    (a Schur complement) when cells are unobserved."""
+    dW = residual.precision_derivative(eta, j)
+    if dW is not None:
+        return dW
+    e = np.zeros(np.size(eta))
+    e[j] = h
+    return ((residual.precision(np.asarray(eta) + e)[0] - residual.precision(np.asarray(eta) - e)[0])
+            / (2.0 * h)).tocsc()
+
+
+def _trace(S, M: sp.csc_matrix) -> float:
+    """``tr(S M)`` for a symmetric ``M`` whose pattern lies in the stored pattern of ``S``."""
+    if M.shape[0] == 0:
+        return 0.0
+    if not sp.issparse(S):
+        return float(np.sum(S * M.toarray()))
+    idx = np.arange(M.shape[0])
+    return float(column_dots(S, M.tocsc(), idx, idx).sum())
+
+
+def residual_gradient(mme, ev, S, derivatives: list[sp.csc_matrix], sigma2: float | None = None) -> np.ndarray:
+    """``d(-2 l)/d eta`` (profiled over ``sigma^2`` unless ``sigma2`` is given), eq. in the module docstring.
+
+    Parameters
+    ----------
+    mme : MixedModelEquations
+    ev : Evaluation
+        At the parameters of interest.
+    S : selected inverse of ``Cvv`` at ``ev.theta``.
+    derivatives : list of sparse ``dW/d eta_j``.
+    sigma2 : float, optional
+    """
+    res = mme.residual
+    eta = mme.eta(ev.theta)
+    dof = mme.n - mme.p if mme.reml else mme.n
+    coef = dof / ev.pwrss if sigma2 is None else 1.0 / sigma2
+    ZL = (mme.Z @ mme.lam(ev.theta)).tocsc()
+    use_fixed = mme.reml and mme.p
+    if use_fixed:
+        F = mme.X - ZL @ ev.B
+        sb_inv = scipy.linalg.cho_solve((ev.schur_chol, True), np.eye(mme.p))
+    out = np.zeros(len(derivatives))
+    for j, dW in enumerate(derivatives):
+        R_on = res.covariance_on(eta, dW)
+        g = -float(R_on.multiply(dW).sum())
+        g += _trace(S, (ZL.T @ dW @ ZL).tocsc())
+        if use_fixed:
+            g += float(np.sum(sb_inv * (F.T @ (dW @ F))))
+        g += coef * float(ev.resid @ (dW @ ev.resid))
+        out[j] = g
+    return out
