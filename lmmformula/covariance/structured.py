@@ -25,10 +25,11 @@ from .correlation import Correlation
 __all__ = ["StructuredCovariance", "FactorAnalytic", "cholesky_derivative"]
 
 
-def cholesky_derivative(L: np.ndarray, dA: np.ndarray) -> np.ndarray:
-    """``dL`` for ``A = L L'`` perturbed by ``dA``: ``L Phi(L^-1 dA L^-T)``."""
-    X = scipy.linalg.solve_triangular(L, dA, lower=True)
-    X = scipy.linalg.solve_triangular(L, X.T, lower=True).T
+def cholesky_derivative(L: np.ndarray, dA: np.ndarray, L_inv: np.ndarray | None = None) -> np.ndarray:
+    """``dL`` for ``A = L L'`` perturbed by ``dA``: ``L Phi(L^-1 dA L^-T)`` (``L_inv`` may be given)."""
+    if L_inv is None:
+        L_inv = scipy.linalg.solve_triangular(L, np.eye(L.shape[0]), lower=True)
+    X = L_inv @ dA @ L_inv.T
     phi = np.tril(X)
     phi[np.diag_indices_from(phi)] *= 0.5
     return L @ phi
@@ -100,9 +101,10 @@ class StructuredCovariance:
         theta = np.asarray(theta, dtype=float)
         L = self._chol(theta)
         rho = self.rho(theta)
+        L_inv = scipy.linalg.solve_triangular(L, np.eye(self.m), lower=True)
         cols = [L]
         for j, dC in enumerate(self.correlation.derivatives(rho)):
-            cols.append(theta[0] * (1.0 - rho[j] ** 2) * cholesky_derivative(L, dC))
+            cols.append(theta[0] * (1.0 - rho[j] ** 2) * cholesky_derivative(L, dC, L_inv))
         return np.array([[D[r, c] for D in cols] for r, c in self.element_positions])
 
     def canonical(self, theta: np.ndarray) -> np.ndarray:
@@ -216,7 +218,8 @@ class FactorAnalytic:
 
     def element_jacobian(self, theta: np.ndarray) -> np.ndarray:
         L = self.factor(theta)
-        cols = [cholesky_derivative(L, D) for D in self._sigma_derivatives(theta)]
+        L_inv = scipy.linalg.solve_triangular(L, np.eye(self.m), lower=True)
+        cols = [cholesky_derivative(L, D, L_inv) for D in self._sigma_derivatives(theta)]
         return np.array([[D[r, c] for D in cols] for r, c in self.element_positions])
 
     def canonical(self, theta: np.ndarray) -> np.ndarray:

@@ -386,6 +386,8 @@ class MixedModelEquations:
         lam = self.lam(ev.theta)
         prod = self.products(ev.theta)
         Fv = (lam.T @ prod.ZtWZ).tocsc()
+        if not sp.issparse(S):
+            Fv = Fv.toarray()  # the dense path slices columns of Fv once per element
         Zte = self.Z.T @ ev.w_resid
         use_fixed = self.reml and self.p
         if use_fixed:
