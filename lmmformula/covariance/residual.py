@@ -382,6 +382,24 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             D = Q if D is None else sp.kron(D, Q, format="csc")
         return D[self.cells][:, self.cells].tocsc()
 
+    def covariance_times(self, eta: np.ndarray, M: np.ndarray) -> np.ndarray | None:
+        """``R~_oo M`` without a factorization: ``M`` is placed on the full grid (zeros at unobserved cells),
+        multiplied by each dimension's dense ``R_d`` along its axis, and read back at the observed cells
+        (``R~_oo`` is a sub-matrix of the full-grid Kronecker product).  None for very long dimensions."""
+        if any(d.kind != "id" and d.size > self.GATHER_MAX for d in self.dimensions):
+            return None
+        M = np.asarray(M, dtype=float)
+        vec = M.ndim == 1
+        M2 = M.reshape(M.shape[0], -1)
+        grid = np.zeros((self.n_cells, M2.shape[1]))
+        grid[self.cells] = M2
+        grid = grid.reshape([d.size for d in self.dimensions] + [M2.shape[1]])
+        for axis, (d, e) in enumerate(zip(self.dimensions, self.split(eta))):
+            if d.kind != "id":
+                grid = np.moveaxis(np.tensordot(d.matrix(e), grid, axes=([1], [axis])), 0, axis)
+        out = grid.reshape(self.n_cells, M2.shape[1])[self.cells]
+        return out[:, 0] if vec else out
+
     GATHER_MAX = 2000  # dimensions up to this size are held as dense per-dimension matrices
 
     def _gather_plan(self):

@@ -117,6 +117,9 @@ class CrossProducts:
         prod = self.at(eta)
         if prod.W is None:
             return M
+        direct = self.residual.covariance_times(np.asarray(prod.eta), M)
+        if direct is not None:
+            return direct
         solver = self._solvers.get(prod.eta)
         if solver is None:
             solver = self._solvers[prod.eta] = spla.factorized(prod.W.tocsc())

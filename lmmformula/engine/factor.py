@@ -83,14 +83,39 @@ class DenseFactor:
         return float(2.0 * np.sum(np.log(np.diag(self._cho[0]))))
 
     def solve(self, b: np.ndarray) -> np.ndarray:
-        return scipy.linalg.cho_solve(self._cho, np.asarray(b, dtype=float))
+        return scipy.linalg.cho_solve(self._cho, np.asarray(b, dtype=float), check_finite=False)
 
     def selected_inverse(self) -> np.ndarray:
-        return scipy.linalg.cho_solve(self._cho, np.eye(self.n))
+        """The full inverse from the Cholesky factor (LAPACK ``potri``), symmetrised."""
+        if self.n == 0:
+            return np.zeros((0, 0))
+        inv, info = scipy.linalg.lapack.dpotri(self._cho[0], lower=True)
+        if info != 0:
+            raise NotPositiveDefinite("matrix is not positive definite")
+        inv = np.tril(inv)
+        return inv + np.tril(inv, -1).T
+
+
+DENSE_FILL = 0.25    # a sparse factor with more than this fraction of the lower triangle filled goes dense
+DENSE_MAX = 6000     # ... when the dense matrix has at most this many columns (288 MB)
 
 
 def make_factor(A: sp.csc_matrix, dense_below: int = 400):
-    """Choose the dense path for small blocks, the sparse one otherwise."""
-    if A.shape[0] <= dense_below:
+    """Choose the dense path for small blocks, the sparse one otherwise.
+
+    A sparse factor that fills in (e.g. genotypes of a field trial linked through a correlated residual:
+    every genotype shares neighbours with many others) is replaced by LAPACK's dense Cholesky, whose
+    blocked kernels are far faster than a column-by-column sparse factor and selected inversion there.
+    """
+    n = A.shape[0]
+    if n <= dense_below:
         return DenseFactor(A)
-    return SparseFactor(A)
+    sparse = SparseFactor(A)
+    if n <= DENSE_MAX:
+        try:
+            L = sparse._get()[0]
+        except NotPositiveDefinite:
+            return sparse
+        if L.nnz > DENSE_FILL * n * (n - 1) / 2:
+            return DenseFactor(A)
+    return sparse

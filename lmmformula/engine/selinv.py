@@ -126,6 +126,15 @@ def _column_dots_kernel(sp_, si, sx, fp, fi, fx, xs, ys, out):
     return missing
 
 
+def _as_slice(idx: np.ndarray):
+    """A slice (a view, no copy) when ``idx`` is an evenly spaced increasing range, else ``idx``."""
+    if idx.size > 1:
+        step = idx[1] - idx[0]
+        if step > 0 and np.all(np.diff(idx) == step):
+            return slice(int(idx[0]), int(idx[-1]) + 1, int(step))
+    return idx
+
+
 def column_dots(S: sp.csc_matrix | np.ndarray, F: sp.csc_matrix, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """``out[t] = sum_c S[c, xs[t]] * F[c, ys[t]]`` using only the stored pattern of ``S``.
 
@@ -135,8 +144,9 @@ def column_dots(S: sp.csc_matrix | np.ndarray, F: sp.csc_matrix, xs: np.ndarray,
     xs = np.asarray(xs, dtype=np.int64)
     ys = np.asarray(ys, dtype=np.int64)
     if not sp.issparse(S):
-        Fd = F[:, ys].toarray() if sp.issparse(F) else F[:, ys]
-        return np.einsum("ct,ct->t", S[:, xs], Fd)
+        Fd = F[:, _as_slice(ys)]
+        Fd = Fd.toarray() if sp.issparse(Fd) else Fd
+        return np.einsum("ct,ct->t", S[:, _as_slice(xs)], Fd)
     F = F.tocsc()
     F.sort_indices()
     out = np.zeros(xs.shape[0])
