@@ -126,6 +126,20 @@ class LMM:
             raise ModelSpecificationError(f"max_iter must be a positive integer, got {max_iter!r}")
         if max_iter is None:
             max_iter = 200 if algorithm == "AI" else 20000
+        if algorithm == "EM" and (mme.n_kappa or mme.n_eta or any(c.structured for c in covs)):
+            raise ModelSpecificationError(
+                "algorithm='EM' updates variances and unstructured covariances only; this model has correlation, "
+                "factor-analytic or residual-structure parameters, which EM does not estimate. "
+                "Use algorithm='AI' (the default)"
+            )
+        try:
+            mme.evaluate(mme.canonical(theta0))
+        except (NotPositiveDefinite, np.linalg.LinAlgError):
+            raise ModelSpecificationError(
+                f"the starting values {np.round(theta0, 4).tolist()} give a covariance matrix that is not "
+                "positive definite (e.g. Toeplitz correlations that no series can have); choose other values "
+                "or omit start"
+            ) from None
         try:
             opt = fit_variance_parameters(mme, theta0, algorithm=algorithm, max_iter=max_iter, tol=tol,
                                           verbose=verbose)

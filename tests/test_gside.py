@@ -232,3 +232,63 @@ def test_one_factor_on_two_columns_is_unstructured():
     assert fa.loglik == pytest.approx(us.loglik, abs=1e-6)
     np.testing.assert_allclose(fa.covariance("gen").to_numpy(), us.covariance("gen").to_numpy(), rtol=1e-3,
                                atol=1e-4)
+
+
+def _boundary_toeplitz_data():
+    """AR1(0.5) data on which the Toeplitz optimum lies on the edge of positive definiteness."""
+    rng = np.random.default_rng(7)
+    u = rng.multivariate_normal(np.zeros(5), 0.5 ** _lags(5), size=15)
+    return pd.DataFrame([(f"s{s}", t, u[s, t] + rng.normal()) for s in range(15) for t in range(5)
+                         for _ in range(2)], columns=["s", "t", "y"])
+
+
+@pytest.mark.parametrize("formula", ["y ~ 1 + (1 | s:toep(t))", "y ~ 1 + toep(0 + factor(t) | s)"])
+def test_toeplitz_on_the_positive_definite_boundary_does_not_crash(formula):
+    """Found by review: a raw LinAlgError from difference steps outside the admissible region."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lmf.ConvergenceWarning)
+        fit = lmf.LMM.from_formula(formula, _boundary_toeplitz_data()).fit()
+    fe = fit.fixed_effects
+    assert np.isfinite(fe.estimate).all() and np.isfinite(fe.std_error).all()
+    str(fit.summary())
+    if "toep(0" in formula:
+        w = np.linalg.eigvalsh(fit.correlation("s").to_numpy())
+        assert fit.singular == bool(w[0] <= 1e-6 * w[-1])
+
+
+def test_factor_analytic_with_zero_specific_variances():
+    """One-factor data without specific variance: psi on its lower bound, results still available."""
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=30)
+    lam = [1.0, 0.8, 0.6]
+    dm = pd.DataFrame([(f"g{i}", f"E{e}", lam[e] * g[i] + rng.normal()) for i in range(30) for e in range(3)
+                       for _ in range(2)], columns=["gen", "env", "y"])
+    fit = lmf.LMM.from_formula("y ~ env + fa(0 + env | gen, 1)", dm).fit()
+    assert fit.converged
+    assert np.isfinite(fit.fixed_effects.std_error).all()
+    assert fit.loglik == pytest.approx(_fa_dense_loglik(fit), abs=1e-8)
+    str(fit.summary())
+
+
+def test_inadmissible_start_is_a_model_error():
+    df = _boundary_toeplitz_data()
+    with pytest.raises(lmf.ModelSpecificationError, match="not positive definite"):
+        lmf.LMM.from_formula("y ~ 1 + toep(0 + factor(t) | s, 2)", df).fit(
+            start=[1.0, np.arctanh(0.9), np.arctanh(-0.9)])
+
+
+def test_em_refuses_correlation_parameters():
+    with pytest.raises(lmf.ModelSpecificationError, match="algorithm='AI'"):
+        lmf.LMM.from_formula("y ~ t + ar1(0 + factor(t) | s)", _simulate(1, 10, 3, 2)).fit(algorithm="EM")
+
+
+def test_text_positions_are_refused_and_gaps_are_kept():
+    df = _simulate(4, 30, 6, 2, 0.7)
+    df = df[df.t.isin([0, 1, 2, 5])]
+    with pytest.raises(lmf.DataError, match="text order"):
+        lmf.LMM.from_formula("y ~ 1 + ar1(0 + tt | s)", df.assign(tt="t" + df.t.astype(str)))
+    cols = lmf.LMM.from_formula("y ~ 1 + ar1(0 + factor(t) | s)", df).fit()
+    grouping = lmf.LMM.from_formula("y ~ 1 + (1 | s:ar1(t))", df).fit()
+    assert cols.loglik == pytest.approx(grouping.loglik, abs=1e-6)  # t = 2 and t = 5 are three steps apart
+    rho = cols.variance_components.set_index("parameter").loc["rho(t)", "estimate"]
+    assert cols.correlation("s").iloc[2, 3] == pytest.approx(rho**3, rel=1e-10)

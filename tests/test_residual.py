@@ -205,3 +205,16 @@ def test_variance_structures_equal_dense_brute_force_with_gaps(term, method):
     ll, b = dense_loglik(fit)
     assert fit.loglik == pytest.approx(ll, abs=1e-8)
     np.testing.assert_allclose(fit.fixed_effects.estimate, b, rtol=1e-7)
+
+
+def test_unused_categories_of_a_variance_dimension_are_dropped():
+    """Found by review: an unused level of a Categorical got a variance without data."""
+    data = load_data("Orthodont.csv")
+    data = data[data.age != 12].copy()
+    data["agec"] = pd.Categorical(data.age.astype(str), categories=["8", "10", "12", "14"], ordered=True)
+    fit = lmf.LMM.from_formula("distance ~ age * Sex + Subject:diag(agec)", data).fit()
+    numeric = lmf.LMM.from_formula("distance ~ age * Sex + Subject:diag(age)", data).fit()
+    assert "var(agec=12)" not in set(fit.variance_components.parameter)
+    assert fit.loglik == pytest.approx(numeric.loglik, abs=1e-8)
+    assert np.isfinite(fit.variance_components.std_error).all()
+    assert fit.aic == pytest.approx(numeric.aic, abs=1e-6)

@@ -40,11 +40,14 @@ class Correlation:
     size : int
     bands : int
         Number of free bands of a Toeplitz model (ignored otherwise).
+    positions : tuple of int, optional
+        Grid position of each row/column (gaps allowed); ``0, 1, ..., size-1`` when omitted.
     """
 
     kind: str
     size: int
     bands: int = 0
+    positions: tuple[int, ...] | None = None
 
     @property
     def n_params(self) -> int:
@@ -69,7 +72,7 @@ class Correlation:
         return np.full(self.n_params, start)
 
     def _lags(self) -> np.ndarray:
-        i = np.arange(self.size)
+        i = np.arange(self.size) if self.positions is None else np.asarray(self.positions)
         return np.abs(i[:, None] - i[None, :])
 
     def matrix(self, rho) -> np.ndarray:
@@ -80,8 +83,9 @@ class Correlation:
         if self.kind == "cs":
             return (1.0 - rho[0]) * np.eye(self.size) + rho[0]
         if self.kind == "toep":
-            band = np.concatenate([[1.0], rho, np.zeros(max(self.size - 1 - self.bands, 0))])
-            return band[self._lags()]
+            lags = self._lags()
+            band = np.concatenate([[1.0], rho, np.zeros(max(int(lags.max()) - self.bands, 0))])
+            return band[lags]
         return np.eye(self.size)
 
     def derivatives(self, rho) -> list[np.ndarray]:

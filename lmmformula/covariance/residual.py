@@ -266,6 +266,8 @@ def _grid_positions(col: pd.Series, variable: str, kind: str) -> tuple[np.ndarra
             "Convert it with pd.to_numeric or pd.Categorical(..., categories=[...], ordered=True)"
         )
     if isinstance(col.dtype, pd.CategoricalDtype):
+        if not positional:  # an unused level of a us/diag/cs dimension would get parameters without data
+            col = col.cat.remove_unused_categories()
         codes = col.cat.codes.to_numpy().astype(np.int64)
         return codes, len(col.cat.categories), tuple(_fmt(c) for c in col.cat.categories)
     codes, uniques = pd.factorize(col, sort=True)
@@ -376,11 +378,17 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         dim = int(np.searchsorted(offsets, j, side="right") - 1)
         if self._gather_plan() is not None:
             return self._gathered(eta, (dim, j - offsets[dim]))
+        return self.full_precision_derivative(eta, j)[self.cells][:, self.cells].tocsc()
+
+    def full_precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix:
+        """``dW/d eta_j`` on the full grid: the Kronecker product with dimension d's ``dQ_d``."""
+        offsets = np.cumsum([0] + [d.n_params for d in self.dimensions])
+        dim = int(np.searchsorted(offsets, j, side="right") - 1)
         D = None
         for i, (d, e) in enumerate(zip(self.dimensions, self.split(eta))):
             Q = d.precision_derivative(e, j - offsets[i]) if i == dim else d.precision(e)
             D = Q if D is None else sp.kron(D, Q, format="csc")
-        return D[self.cells][:, self.cells].tocsc()
+        return D.tocsc()
 
     def covariance_times(self, eta: np.ndarray, M: np.ndarray) -> np.ndarray | None:
         """``R~_oo M`` without a factorization: ``M`` is placed on the full grid (zeros at unobserved cells),

@@ -144,7 +144,7 @@ class FactorAnalytic:
 
     ``Lambda`` is ``m x k`` with zeros above its diagonal (``Lambda[i, j] = 0`` for ``j > i``, which fixes the
     rotation) and ``Psi = diag(psi)``, ``psi >= 0``.  Relative to ``sigma^2`` the parameters are the free
-    loadings (column-major) and ``s_j`` with ``psi_j / sigma^2 = s_j^2``; the engine's factor is
+    loadings (column-major) and ``s_j >= 1e-4`` with ``psi_j / sigma^2 = s_j^2``; the engine's factor is
     ``Lk = chol(Sigma / sigma^2)``, differentiated through :func:`cholesky_derivative` with
     ``dSigma/dLambda[i, j] = e_i l_j' + l_j e_i'`` and ``dSigma/ds_j = 2 s_j e_j e_j'``.
     """
@@ -171,9 +171,13 @@ class FactorAnalytic:
     def element_positions(self) -> tuple[tuple[int, int], ...]:
         return tuple((r, c) for c in range(self.m) for r in range(c, self.m))
 
+    S_MIN = 1e-4  # specific standard deviations relative to sigma: psi >= 1e-8 sigma^2 keeps Sigma invertible
+
     @property
     def lower_bounds(self) -> np.ndarray:
-        return np.concatenate([np.full(len(self.loading_positions), -np.inf), np.zeros(self.m)])
+        """Loadings are free; ``s_j >= 1e-4`` (``psi_j >= 1e-8 sigma^2``), so that ``Sigma`` stays positive
+        definite and its Cholesky factor differentiable; an estimate there is reported as singular."""
+        return np.concatenate([np.full(len(self.loading_positions), -np.inf), np.full(self.m, self.S_MIN)])
 
     @property
     def upper_bounds(self) -> np.ndarray:
@@ -231,7 +235,7 @@ class FactorAnalytic:
             if theta[idx[0]] < 0:
                 theta[idx] = -theta[idx]
         n_l = len(pos)
-        theta[n_l:] = np.abs(theta[n_l:])
+        theta[n_l:] = np.maximum(np.abs(theta[n_l:]), self.S_MIN)
         return theta
 
     def below_diagonal(self, t: int) -> list[int]:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 from ..design import RandomBlock
+from ..design.random import left_variable
 from .blocks import BlockCovariance
 from .correlation import Correlation
 from .structured import FactorAnalytic, StructuredCovariance
 
 __all__ = ["term_covariance"]
-
-
-def _label(expr: str) -> str:
-    """The variable of a term's left side (``0 + factor(time)`` -> ``time``), else the text itself."""
-    text = re.sub(r"^\s*(0|-\s*1)\s*\+\s*|\s*[+-]\s*(0|1)\s*$", "", expr).strip()
-    call = re.fullmatch(r"(?:factor|C|as\.factor)\((\w+)\)", text)
-    return call.group(1) if call else text
 
 
 def _level_labels(columns: tuple[str, ...], label: str) -> tuple[str, ...]:
@@ -33,9 +25,10 @@ def term_covariance(block: RandomBlock) -> BlockCovariance | StructuredCovarianc
         return BlockCovariance(block.columns, block.correlated)
     m = block.n_columns
     if call.name == "fa":
-        label = _label(call.args[0].split("|")[0])
+        label = left_variable(call.args[0].split("|")[0])
         return FactorAnalytic(block.columns, int(call.args[1]), _level_labels(block.columns, label))
     kind = "toep" if call.name in ("toep", "ma") else call.name
     bands = int(call.args[1]) if len(call.args) > 1 else m - 1
     expr = call.args[0].split("|")[0]
-    return StructuredCovariance(block.columns, Correlation(kind, m, bands if kind == "toep" else 0), _label(expr))
+    corr = Correlation(kind, m, bands if kind == "toep" else 0, block.column_positions)
+    return StructuredCovariance(block.columns, corr, left_variable(expr))

@@ -10,6 +10,8 @@ structural and does not change with the data values.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +71,9 @@ class RandomBlock:
     grid : ResidualStructure or None
         A structured grouping such as ``ar1(row):ar1(col)``: the levels are the cells of its full grid
         (observed or not) and their correlation is the Kronecker product of the dimensions'.
+    column_positions : tuple of int or None
+        Positions of the columns for ``ar1``/``toep``/``ma`` among the columns: from the values of a
+        numeric variable (gaps kept), else consecutive in category order.
     structure : StructureCall or None
         A correlation structure among the columns (``ar1``, ``cs``, ``toep``, ``ma``), e.g.
         ``ar1(0 + factor(time) | subject)``; None for ``|``, ``||``, ``us(...)`` and ``diag(...)``.
@@ -83,6 +88,7 @@ class RandomBlock:
     known: KnownMatrix | None = None
     structure: StructureCall | None = None
     grid: ResidualStructure | None = None
+    column_positions: tuple[int, ...] | None = None
 
     @property
     def n_columns(self) -> int:
@@ -191,14 +197,18 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
                 "observations, so its variances cannot be separated from the residual variance; "
                 "simplify the term or use a grouping with more observations per level"
             )
+        positions = None
         if column_structure is not None:
             _check_column_structure(column_structure, columns, term, group_name)
+            if column_structure.name in ("ar1", "toep", "ma"):
+                positions = _column_positions(frame, term, columns, group_name)
         rows = np.repeat(np.arange(n), m)
         cols = (factor.codes[:, None] * m + np.arange(m)[None, :]).ravel()
         Z = sp.csc_matrix((Xk.ravel(), (rows, cols)), shape=(n, factor.n_levels * m))
         Z.sort_indices()
         blocks.append(RandomBlock(name=name, factor=factor, columns=columns, X=Xk, Z=Z,
-                                  correlated=correlated, known=known, structure=column_structure, grid=grid))
+                                  correlated=correlated, known=known, structure=column_structure, grid=grid,
+                                  column_positions=positions))
     return tuple(blocks)
 
 
@@ -207,6 +217,50 @@ def _grid_for(frame: pd.DataFrame, term: RandomTerm) -> ResidualStructure | None
     if not any(p.structure is not None for p in term.group):
         return None
     return build_grid(frame, term.group, f"({term.expr} | {term.group_name})", grouping=True)
+
+
+def left_variable(expr: str) -> str:
+    """The variable of a term's left side (``0 + factor(time)`` -> ``time``), else the text itself."""
+    text = re.sub(r"^\s*(0|-\s*1)\s*\+\s*|\s*[+-]\s*(0|1)\s*$", "", expr).strip()
+    call = re.fullmatch(r"(?:factor|C|as\.factor)\((\w+)\)", text)
+    return call.group(1) if call else text
+
+
+def _column_positions(frame: pd.DataFrame, term: RandomTerm, columns: tuple[str, ...],
+                      group: str) -> tuple[int, ...]:
+    """Positions of the columns of ``ar1(0 + factor(t) | g)``: numeric values divided by their smallest
+    spacing (a gap stays a gap, as in a residual ``g:ar1(t)``), or the order of an ordered Categorical."""
+    var = left_variable(term.expr)
+    where = f"'{term.structure.text}'"
+    if "(Intercept)" in columns or var not in frame.columns:
+        raise ModelSpecificationError(
+            f"{where} needs one column per position, as in {term.structure.name}(0 + factor(time) | {group}); "
+            f"its left side '{term.expr}' gives the columns {', '.join(columns)}"
+        )
+    col = frame[var]
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        values = np.unique(col.to_numpy(dtype=float))
+        step = np.min(np.diff(values)) if values.size > 1 else 1.0
+        pos = (values - values[0]) / step
+        if np.max(np.abs(pos - np.round(pos))) > 1e-6:
+            raise DataError(
+                f"the values of '{var}' in {where} are not on a regular grid (smallest spacing {step:g}); "
+                "round them or use an ordered Categorical"
+            )
+        pos = np.round(pos).astype(int)
+    elif isinstance(col.dtype, pd.CategoricalDtype):
+        pos = np.arange(len(col.cat.remove_unused_categories().cat.categories))
+    else:
+        raise DataError(
+            f"the positions of {where} come from '{var}', a {col.dtype} column whose text order (e.g. t1, t10, "
+            "t2) is not an order in time or space; use a numeric column or an ordered pandas Categorical"
+        )
+    if pos.size != len(columns):
+        raise ModelSpecificationError(
+            f"{where} has {len(columns)} columns but '{var}' has {pos.size} values; write the left side as "
+            f"0 + factor({var})"
+        )
+    return tuple(int(p) for p in pos)
 
 
 def _check_column_structure(call: StructureCall, columns: tuple[str, ...], term: RandomTerm, group: str) -> None:

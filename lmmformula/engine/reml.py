@@ -229,7 +229,7 @@ def _snap_to_bound(mme: MixedModelEquations, ev: Evaluation, small: float = 1e-4
         return ev
     cand = ev.theta.copy()
     cand[near] = 0.0
-    trial = _try_evaluate(mme, cand)
+    trial = _try_evaluate(mme, mme.canonical(cand))
     if trial is not None and trial.deviance <= ev.deviance + 1e-10:
         return trial
     return ev

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ..engine import MixedModelEquations
+from ..engine import MixedModelEquations, NotPositiveDefinite
 
 __all__ = ["SatterthwaiteState", "satterthwaite_state", "contrast_df"]
 
@@ -53,12 +53,27 @@ def satterthwaite_state(mme: MixedModelEquations, theta: np.ndarray, sigma2: flo
         g[-1] *= 2.0 * x[-1]  # d/dsigma = 2 sigma d/dsigma^2
         return g
 
-    H = np.empty((k, k))
-    for i in range(k):
-        h = _step(psi[i])
-        e = np.zeros(k)
-        e[i] = h
-        H[:, i] = (grad(psi + e) - grad(psi - e)) / (2.0 * h)
+    Sinv = _schur_inverse(mme, theta)
+    jac = np.empty((k, mme.p, mme.p))
+    try:
+        H = np.empty((k, k))
+        for i in range(k):
+            h = _step(psi[i])
+            e = np.zeros(k)
+            e[i] = h
+            H[:, i] = (grad(psi + e) - grad(psi - e)) / (2.0 * h)
+        for i in range(k - 1):
+            h = _step(theta[i])
+            e = np.zeros(k - 1)
+            e[i] = h
+            jac[i] = sigma2 * (_schur_inverse(mme, theta + e) - _schur_inverse(mme, theta - e)) / (2.0 * h)
+    except (np.linalg.LinAlgError, NotPositiveDefinite):
+        # a difference step leaves the admissible region (an estimate on the edge of positive
+        # definiteness): the curvature, hence the df, is not available
+        mme.evaluate(theta)
+        return SatterthwaiteState(vcov=sigma2 * Sinv, jacobian=np.zeros((k, mme.p, mme.p)),
+                                  A=np.full((k, k), np.nan))
+    jac[k - 1] = 2.0 * sigma * Sinv
     H = 0.5 * (H + H.T)
     w, V = np.linalg.eigh(H)
     scale = max(abs(w).max(), 1e-300)
@@ -67,14 +82,6 @@ def satterthwaite_state(mme: MixedModelEquations, theta: np.ndarray, sigma2: flo
     else:
         good = w > 1e-10 * scale
         A = 2.0 * (V[:, good] / w[good]) @ V[:, good].T
-    Sinv = _schur_inverse(mme, theta)
-    jac = np.empty((k, mme.p, mme.p))
-    for i in range(k - 1):
-        h = _step(theta[i])
-        e = np.zeros(k - 1)
-        e[i] = h
-        jac[i] = sigma2 * (_schur_inverse(mme, theta + e) - _schur_inverse(mme, theta - e)) / (2.0 * h)
-    jac[k - 1] = 2.0 * sigma * Sinv
     mme.evaluate(theta)  # leave the factor at the optimum
     return SatterthwaiteState(vcov=sigma2 * Sinv, jacobian=jac, A=A)
 

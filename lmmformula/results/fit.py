@@ -101,9 +101,22 @@ class FitResult:
 
     @property
     def singular(self) -> bool:
-        """True when a diagonal entry of a relative Cholesky factor is below 1e-4 (lme4's isSingular):
-        a variance estimated as 0, or a covariance matrix of a term that is singular."""
-        return len(self.optimizer.at_boundary) > 0
+        """True when an estimate is on the boundary of its parameter space: a diagonal entry of a relative
+        Cholesky factor below 1e-4 (lme4's isSingular: a variance of 0 or a singular covariance matrix), a
+        correlation at +-0.999, or a structured covariance matrix (``toep``, ``fa``, a ``us``/``diag``
+        residual dimension) whose smallest eigenvalue is below 1e-6 of its largest."""
+        if len(self.optimizer.at_boundary) > 0:
+            return True
+        mats = [self.term_covariance(k) for k, c in enumerate(self.mme.covariances) if c.structured]
+        res = self.mme.residual
+        if res is not None:
+            mats += [d.matrix(e) for d, e in zip(res.dimensions, res.split(self.mme.eta(self.evaluation.theta)))
+                     if d.n_params]
+        for M in mats:
+            w = np.linalg.eigvalsh(0.5 * (M + M.T))
+            if w[0] <= 1e-6 * max(w[-1], 1e-300):
+                return True
+        return False
 
     # ---- fixed effects --------------------------------------------------------------------
     @cached_property

@@ -41,6 +41,12 @@ class Summary:
                      "corr": ""})
         return pd.DataFrame(rows)
 
+    @property
+    def has_structures(self) -> bool:
+        """True when a term, a grouping or the residual has structure parameters (rho, loadings, ...)."""
+        mme = self.fit.mme
+        return bool(mme.n_kappa or mme.n_eta or any(c.structured for c in mme.covariances))
+
     def _convergence_line(self) -> str:
         fit, opt = self.fit, self.fit.optimizer
         algs = [h.algorithm for h in opt.history[1:]]
@@ -67,6 +73,11 @@ class Summary:
             rhos = ", ".join(f"{k} = {v:.4f}" for k, v in fit.residual_correlations.items())
             lines.append(f"Residual structure: {res.text} ({res.n_cells} cells, {fit.n_obs} observed)"
                          + (f"; {rhos}" if rhos else ""))
+        if self.has_structures:
+            lines += ["", "Covariance parameters (ASReml-style; std. errors from the average information):"]
+            for _, r in fit.variance_components.iterrows():
+                lines.append(f" {r['term']:<22} {r['parameter']:<26} {_fmt(r['estimate']):>11} "
+                             f"{_fmt(r['std_error']):>11}")
         groups = ", ".join(f"{b.name}, {b.n_levels}" for b in fit.mme.blocks) or "none"
         lines.append(f"Number of obs: {fit.n_obs} ({fit.n_dropped} dropped), groups: {groups}")
         lines += ["", "Fixed effects:"]
@@ -99,6 +110,8 @@ class Summary:
                  f"<p>logLik {fit.loglik:.4f}, AIC {fit.aic:.2f}, BIC {fit.bic:.2f}, "
                  f"{fit.n_obs} observations ({fit.n_dropped} dropped)</p>",
                  "<h5>Random effects</h5>", self.random_table().to_html(index=False),
+                 *(["<h5>Covariance parameters</h5>", fit.variance_components.to_html(index=False)]
+                   if self.has_structures else []),
                  "<h5>Fixed effects</h5>", fit.fixed_effects.to_html(),
                  "<h5>Shrinkage</h5>", fit.shrinkage.to_html(index=False),
                  f"<p>{html.escape(self._convergence_line())}</p>"]
