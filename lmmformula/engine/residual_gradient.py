@@ -6,6 +6,8 @@ With ``V = sigma^2 (Z Lam K~ Lam'Z' + R~)``, ``W = R~^-1`` and ``dR~ = -R~ dW R~
 
     tr(P~ dR~) = -tr(R~ dW) + tr(Cvv^-1 Lam'Z' dW Z Lam) + tr(Sb^-1 F' dW F)          (REML)
 
+(the last as a sum over the pattern of ``dW`` of ``dW_ij (H H')_ij``, ``H = F L^-T``, ``Sb = L L'``)
+
 where ``F = X - Z Lam B`` (the fixed-effect columns after absorbing the random effects, ``B = Cvv^-1 Lam'Z'WX``),
 ``e = y - X b - Z u`` and ``P~ = sigma^2 P``; ML drops the last trace (``V~^-1`` in place of ``P~``).
 ``tr(R~ dW)`` needs ``R~`` only on the pattern of ``dW`` (products of the dimensions' correlations), and
@@ -64,16 +66,18 @@ def residual_gradient(mme, ev, S, derivatives: list[sp.csc_matrix], sigma2: floa
     coef = dof / ev.pwrss if sigma2 is None else 1.0 / sigma2
     ZL = (mme.Z @ mme.lam(ev.theta)).tocsc()
     use_fixed = mme.reml and mme.p
-    if use_fixed:
+    if use_fixed:  # tr(Sb^-1 F'dWF) = sum over the pattern of dW of dW_ij (H H')_ij, H = F Sb^{-T/2}
         F = mme.X - ZL @ ev.B
-        sb_inv = scipy.linalg.cho_solve((ev.schur_chol, True), np.eye(mme.p))
+        H = scipy.linalg.solve_triangular(ev.schur_chol, F.T, lower=True).T
     out = np.zeros(len(derivatives))
     for j, dW in enumerate(derivatives):
+        dW = sp.csc_matrix(dW)
         R_on = res.covariance_on(eta, dW)
         g = -float(R_on.multiply(dW).sum())
         g += _trace(S, (ZL.T @ dW @ ZL).tocsc())
         if use_fixed:
-            g += float(np.sum(sb_inv * (F.T @ (dW @ F))))
+            cols = np.repeat(np.arange(dW.shape[1]), np.diff(dW.indptr))
+            g += float(dW.data @ np.einsum("ij,ij->i", H[dW.indices], H[cols]))
         g += coef * float(ev.resid @ (dW @ ev.resid))
         out[j] = g
     return out
