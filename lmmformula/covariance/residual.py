@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 import scipy.sparse as sp
 
 from ..errors import DataError, ModelSpecificationError
@@ -371,14 +372,84 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
 
     def precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix | None:
         """``dR~_oo^-1 / d eta_j`` in observation order on a complete grid (a Kronecker product with one
-        differentiated factor); None when cells are unobserved (the caller differentiates numerically)."""
-        if self.cells.size != self.n_cells:
-            return None
+        differentiated factor, or the derivative of the Schur complement when cells are unobserved); None for
+        very long dimensions with unobserved cells (the caller differentiates numerically)."""
         offsets = np.cumsum([0] + [d.n_params for d in self.dimensions])
         dim = int(np.searchsorted(offsets, j, side="right") - 1)
         if self._gather_plan() is not None:
+            if self.cells.size != self.n_cells:
+                return self._schur(eta, (dim, j - offsets[dim]))
             return self._gathered(eta, (dim, j - offsets[dim]))
+        if self.cells.size != self.n_cells:
+            return None
         return self.full_precision_derivative(eta, j)[self.cells][:, self.cells].tocsc()
+
+    def _schur_plan(self):
+        """Index arrays for :meth:`_schur`: grid positions of the observed cells and of each group of
+        unobserved cells, the group's observed neighbours, and where its update lands in the pattern."""
+        if "_schur_cache" not in self.__dict__:
+            indptr, indices, shape, _ = self._gather_plan()
+            keys = np.repeat(np.arange(shape[1]), np.diff(indptr)).astype(np.int64) * shape[0] + indices
+            plan = self._plan()
+            sizes = [d.size for d in self.dimensions]
+            miss_pos = np.unravel_index(plan.missing, sizes)
+            groups = []
+            for comp, nb in zip(plan.components, plan.neighbours):
+                where = np.searchsorted(keys, (np.tile(nb, nb.size).astype(np.int64) * shape[0]
+                                               + np.repeat(nb, nb.size)))
+                groups.append(([mp[comp] for mp in miss_pos], nb, where))
+            object.__setattr__(self, "_schur_cache", groups)
+        return self.__dict__["_schur_cache"]
+
+    def _dense_factors(self, eta: np.ndarray, derivative: tuple[int, int] | None) -> list[np.ndarray | None]:
+        """Dense ``Q_d`` (``dQ_d`` for the differentiated dimension) per dimension; None for identities."""
+        out = []
+        for i, (d, e) in enumerate(zip(self.dimensions, self.split(eta))):
+            if d.kind == "id":
+                out.append(None)
+            else:
+                out.append(d.dense_precision(e, derivative[1] if derivative and derivative[0] == i else None))
+        return out
+
+    @staticmethod
+    def _entries(Qs, pos_i, pos_j) -> np.ndarray:
+        """``prod_d Q_d[pos_i[d], pos_j[d]]`` (broadcasting), identities as equality of positions."""
+        out = 1.0
+        for Q, a, b in zip(Qs, pos_i, pos_j):
+            out = out * ((a == b).astype(float) if Q is None else Q[a, b])
+        return out
+
+    def _schur(self, eta: np.ndarray, derivative: tuple[int, int] | None = None):
+        """Observed-cell precision ``W_oo - W_om W_mm^-1 W_mo`` (and ``log|R~_oo|``), or its derivative in one
+        parameter, from entries gathered out of dense per-dimension factors, one group of unobserved cells at a
+        time (``dS = dW_oo - sum_g (dB A^-1 B' + B A^-1 dB' - B A^-1 dA A^-1 B')``, ``A = W_gg``, ``B = W_og``)."""
+        indptr, indices, shape, index = self._gather_plan()
+        obs_pos = [d.positions for d in self.dimensions]
+        cols = np.repeat(np.arange(shape[1]), np.diff(indptr))
+        Qs = self._dense_factors(eta, None)
+        # entries of dW are products with one differentiated factor (the parameter belongs to one dimension)
+        dQs = self._dense_factors(eta, derivative) if derivative is not None else None
+        vals = self._entries(dQs if derivative is not None else Qs,
+                             [p[indices] for p in obs_pos], [p[cols] for p in obs_pos])
+        logdet_mm = 0.0
+        for mpos, nb, where in self._schur_plan():
+            A = self._entries(Qs, [p[:, None] for p in mpos], [p[None, :] for p in mpos])
+            B = self._entries(Qs, [p[nb][:, None] for p in obs_pos], [p[None, :] for p in mpos])
+            chol = np.linalg.cholesky(A)
+            if derivative is None:
+                logdet_mm += 2.0 * float(np.log(np.diag(chol)).sum())
+                half = scipy.linalg.solve_triangular(chol, B.T, lower=True)
+                vals[where] -= (half.T @ half).ravel()
+                continue
+            dA = self._entries(dQs, [p[:, None] for p in mpos], [p[None, :] for p in mpos])
+            dB = self._entries(dQs, [p[nb][:, None] for p in obs_pos], [p[None, :] for p in mpos])
+            M = scipy.linalg.cho_solve((chol, True), B.T)          # A^-1 B'
+            dU = dB @ M
+            vals[where] -= (dU + dU.T - M.T @ dA @ M).ravel()
+        S = sp.csc_matrix((vals, indices, indptr), shape=shape)
+        if derivative is not None:
+            return S
+        return S, logdet_mm + self.log_det(eta)
 
     def full_precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix:
         """``dW/d eta_j`` on the full grid: the Kronecker product with dimension d's ``dQ_d``."""
@@ -411,7 +482,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
     GATHER_MAX = 2000  # dimensions up to this size are held as dense per-dimension matrices
 
     def _gather_plan(self):
-        """For a complete grid: the CSC pattern of the precision in observation order and, per non-identity
+        """The CSC pattern of the observed-cell precision in observation order and, per non-identity
         dimension, the positions of each stored entry's row and column (None for very long dimensions)."""
         if "_gather" not in self.__dict__:
             plan = None
@@ -445,8 +516,10 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         only touches the observed cells next to it, so the update is a small dense block there
         (an isolated missing plot: a rank-one update of its up to 8 neighbours).
         """
-        if self.cells.size == self.n_cells and self._gather_plan() is not None:
-            return self._gathered(eta), self.log_det(eta)
+        if self._gather_plan() is not None:
+            if self.cells.size == self.n_cells:
+                return self._gathered(eta), self.log_det(eta)
+            return self._schur(eta)
         W, logdet_w = self.full_precision(eta)
         obs = self.cells
         W_oo = W[obs][:, obs].tocsc()

@@ -6,7 +6,7 @@ With ``V = sigma^2 (Z Lam K~ Lam'Z' + R~)``, ``W = R~^-1`` and ``dR~ = -R~ dW R~
 
     tr(P~ dR~) = -tr(R~ dW) + tr(Cvv^-1 Lam'Z' dW Z Lam) + tr(Sb^-1 F' dW F)          (REML)
 
-(the last as a sum over the pattern of ``dW`` of ``dW_ij (H H')_ij``, ``H = F L^-T``, ``Sb = L L'``)
+(the last as ``tr(H' dW H)``, ``H = F L^-T``, ``Sb = L L'``: a sparse product, no ``p x p`` inverse)
 
 where ``F = X - Z Lam B`` (the fixed-effect columns after absorbing the random effects, ``B = Cvv^-1 Lam'Z'WX``),
 ``e = y - X b - Z u`` and ``P~ = sigma^2 P``; ML drops the last trace (``V~^-1`` in place of ``P~``).
@@ -64,20 +64,19 @@ def residual_gradient(mme, ev, S, derivatives: list[sp.csc_matrix], sigma2: floa
     eta = mme.eta(ev.theta)
     dof = mme.n - mme.p if mme.reml else mme.n
     coef = dof / ev.pwrss if sigma2 is None else 1.0 / sigma2
-    ZL = (mme.Z @ mme.lam(ev.theta)).tocsc()
+    ZL = (mme.Z @ mme.lam(ev.theta)).tocsc() if mme.q else None
     use_fixed = mme.reml and mme.p
-    if use_fixed:  # tr(Sb^-1 F'dWF) = sum over the pattern of dW of dW_ij (H H')_ij, H = F Sb^{-T/2}
-        F = mme.X - ZL @ ev.B
+    if use_fixed:  # tr(Sb^-1 F'dWF) = tr(H' dW H) with H = F Sb^{-T/2}: no p x p inverse
+        F = mme.X - ZL @ ev.B if mme.q else mme.X
         H = scipy.linalg.solve_triangular(ev.schur_chol, F.T, lower=True).T
     out = np.zeros(len(derivatives))
     for j, dW in enumerate(derivatives):
-        dW = sp.csc_matrix(dW)
         R_on = res.covariance_on(eta, dW)
         g = -float(R_on.multiply(dW).sum())
-        g += _trace(S, (ZL.T @ dW @ ZL).tocsc())
+        if mme.q:
+            g += _trace(S, (ZL.T @ dW @ ZL).tocsc())
         if use_fixed:
-            cols = np.repeat(np.arange(dW.shape[1]), np.diff(dW.indptr))
-            g += float(dW.data @ np.einsum("ij,ij->i", H[dW.indices], H[cols]))
+            g += float(np.sum(H * (dW @ H)))
         g += coef * float(ev.resid @ (dW @ ev.resid))
         out[j] = g
     return out
