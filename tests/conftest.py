@@ -77,14 +77,17 @@ def dense_V(fit) -> np.ndarray:
 def dense_loglik(fit) -> tuple[float, np.ndarray]:
     """The oracle: -1/2 [(n-p) log 2pi + log|V| + log|X'V^-1X| + y'Py] (REML) or
     -1/2 [n log 2pi + log|V| + (y-Xb)'V^-1(y-Xb)] (ML) from a dense V; returns (loglik, GLS b)."""
-    X, y = fit.mme.X, fit.mme.y
-    V = dense_V(fit)
+    return gaussian_loglik(dense_V(fit), fit.mme.X, fit.mme.y, fit.method)
+
+
+def gaussian_loglik(V: np.ndarray, X: np.ndarray, y: np.ndarray, method: str) -> tuple[float, np.ndarray]:
+    """REML or ML log-likelihood of ``y ~ N(X b, V)`` from a dense ``V``, and the GLS estimate ``b``."""
     Vi = np.linalg.inv(V)
     XtViX = X.T @ Vi @ X
     b = np.linalg.solve(XtViX, X.T @ Vi @ y)
     r = y - X @ b
     n, p = X.shape
-    if fit.method == "REML":
+    if method == "REML":
         ll = -0.5 * ((n - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1]
                      + r @ Vi @ r)
     else:

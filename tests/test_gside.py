@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lmmformula as lmf
+from conftest import gaussian_loglik
 
 HERE = Path(__file__).parent
 GOLDEN = json.loads((HERE / "golden" / "gside.json").read_text())
@@ -58,15 +59,7 @@ def _dense_loglik(fit, corr) -> float:
     G = np.kron(np.eye(blk.n_levels), est[0] * corr(est[1:], blk.n_columns))
     Z = blk.Z.toarray()
     V = Z @ G @ Z.T + fit.sigma2 * np.eye(y.size)
-    Vi = np.linalg.inv(V)
-    XtViX = X.T @ Vi @ X
-    b = np.linalg.solve(XtViX, X.T @ Vi @ y)
-    r = y - X @ b
-    n, p = X.shape
-    if fit.method == "REML":
-        return -0.5 * ((n - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1]
-                       + r @ Vi @ r)
-    return -0.5 * (n * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r)
+    return gaussian_loglik(V, X, y, fit.method)[0]
 
 
 def _lags(m):
@@ -196,15 +189,7 @@ def _fa_dense_loglik(fit):
     X, y = fit.mme.X, fit.mme.y
     Z = blk.Z.toarray()
     V = Z @ np.kron(np.eye(blk.n_levels), S) @ Z.T + fit.sigma2 * np.eye(y.size)
-    Vi = np.linalg.inv(V)
-    XtViX = X.T @ Vi @ X
-    b = np.linalg.solve(XtViX, X.T @ Vi @ y)
-    r = y - X @ b
-    n, p = X.shape
-    if fit.method == "REML":
-        return -0.5 * ((n - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1]
-                       + r @ Vi @ r)
-    return -0.5 * (n * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r)
+    return gaussian_loglik(V, X, y, fit.method)[0]
 
 
 @pytest.mark.parametrize("k", [1, 2])

@@ -33,6 +33,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from ..errors import DataError, ModelSpecificationError
+from ..formula.registry import integer_argument
 from ..formula.terms import ResidualTerm
 from .correlation import RHO_MAX, Correlation
 
@@ -683,13 +684,4 @@ def _bands(call, kind: str, size: int, variable: str) -> int:
         return 0
     if call is None or len(call.args) < 2:
         return size - 1
-    try:
-        bands = int(call.args[1].strip())
-    except ValueError:
-        bands = -1
-    if not 1 <= bands <= size - 1:
-        raise ModelSpecificationError(
-            f"the number of bands in '{call.text}' must be an integer from 1 to {size - 1} "
-            f"('{variable}' has {size} positions), got {call.args[1].strip()!r}"
-        )
-    return bands
+    return integer_argument(call, size - 1, "bands", f"'{variable}' has {size} positions")

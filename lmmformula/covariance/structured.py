@@ -206,8 +206,8 @@ class FactorAnalytic:
         L = self.factor(theta)
         return np.array([L[r, c] for r, c in self.element_positions])
 
-    def _sigma_derivatives(self, theta: np.ndarray) -> list[np.ndarray]:
-        lam, s = self._parts(theta)
+    def _derivatives(self, lam: np.ndarray, psi_scale: np.ndarray) -> list[np.ndarray]:
+        """``e_i l_j' + l_j e_i'`` for each free loading, then ``psi_scale[j] e_j e_j'``."""
         out = []
         for i, j in self.loading_positions:
             D = np.zeros((self.m, self.m))
@@ -216,9 +216,13 @@ class FactorAnalytic:
             out.append(D)
         for j in range(self.m):
             D = np.zeros((self.m, self.m))
-            D[j, j] = 2.0 * s[j]
+            D[j, j] = psi_scale[j]
             out.append(D)
         return out
+
+    def _sigma_derivatives(self, theta: np.ndarray) -> list[np.ndarray]:
+        lam, s = self._parts(theta)
+        return self._derivatives(lam, 2.0 * s)
 
     def element_jacobian(self, theta: np.ndarray) -> np.ndarray:
         L = self.factor(theta)
@@ -258,15 +262,4 @@ class FactorAnalytic:
     def natural_derivatives(self, theta: np.ndarray, sigma2: float) -> list[np.ndarray]:
         """``dSigma/dLambda[i, j] = e_i l_j' + l_j e_i'`` (absolute loadings) and ``dSigma/dpsi_j = e_j e_j'``."""
         lam, _ = self._parts(theta)
-        lam = lam * np.sqrt(sigma2)
-        out = []
-        for i, j in self.loading_positions:
-            D = np.zeros((self.m, self.m))
-            D[i, :] += lam[:, j]
-            D[:, i] += lam[:, j]
-            out.append(D)
-        for j in range(self.m):
-            D = np.zeros((self.m, self.m))
-            D[j, j] = 1.0
-            out.append(D)
-        return out
+        return self._derivatives(lam * np.sqrt(sigma2), np.ones(self.m))

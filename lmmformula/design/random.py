@@ -22,6 +22,7 @@ from formulaic import Formula
 from ..covariance.known import KnownMatrix, known_matrix
 from ..covariance.residual import ResidualStructure, build_grid
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError
+from ..formula.registry import integer_argument
 from ..formula.terms import RandomTerm, StructureCall
 from .fixed import _restore_r_calls, r_style_name, to_formulaic
 
@@ -272,28 +273,9 @@ def _check_column_structure(call: StructureCall, columns: tuple[str, ...], term:
             f"{m} column; use a factor on the left, e.g. {call.name}(0 + factor(time) | {group})"
         )
     if call.name == "fa":
-        text = call.args[1].strip()
-        try:
-            k = int(text)
-        except ValueError:
-            k = -1
-        if not 1 <= k < m:
-            raise ModelSpecificationError(
-                f"the number of factors in '{call.text}' must be an integer from 1 to {m - 1} (the term has "
-                f"{m} columns), got {text!r}"
-            )
-        return
-    if len(call.args) > 1:
-        text = call.args[1].strip()
-        try:
-            q = int(text)
-        except ValueError:
-            q = -1
-        if not 1 <= q <= m - 1:
-            raise ModelSpecificationError(
-                f"the number of bands in '{call.text}' must be an integer from 1 to {m - 1} (the term has "
-                f"{m} columns), got {text!r}"
-            )
+        integer_argument(call, m - 1, "factors", f"the term has {m} columns")
+    elif len(call.args) > 1:
+        integer_argument(call, m - 1, "bands", f"the term has {m} columns")
 
 
 def _known_for(term: RandomTerm, matrices: dict) -> KnownMatrix | None:

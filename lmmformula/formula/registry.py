@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["StructureSpec", "STRUCTURES", "is_structure_name"]
+__all__ = ["StructureSpec", "STRUCTURES", "is_structure_name", "integer_argument"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,25 @@ STRUCTURES: dict[str, StructureSpec] = {
 def is_structure_name(name: str) -> bool:
     """Return True when ``name`` is a reserved structure function."""
     return name in STRUCTURES
+
+
+def integer_argument(call, high: int, what: str, context: str) -> int:
+    """The call's second argument as an integer in ``1..high`` (a number of bands or factors).
+
+    Raises
+    ------
+    ModelSpecificationError
+        Naming the call, the admissible range and the value written.
+    """
+    from ..errors import ModelSpecificationError
+
+    text = call.args[1].strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= high:
+        raise ModelSpecificationError(
+            f"the number of {what} in '{call.text}' must be an integer from 1 to {high} ({context}), got {text!r}"
+        )
+    return value
