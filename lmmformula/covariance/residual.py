@@ -204,6 +204,14 @@ class ResidualDimension:
         Q = self.precision(eta).toarray()
         return sp.csc_matrix(-Q @ dR @ Q)
 
+    def log_det_derivative(self, eta: np.ndarray, j: int) -> float:
+        """``d log|R_d| / d eta_j = tr(Q_d dR_d/d eta_j)`` (AR1: ``-2 rho (m - 1)``)."""
+        eta = np.asarray(eta, dtype=float)
+        if self.kind == "ar1":
+            return -2.0 * float(np.tanh(eta[0])) * (self.size - 1)
+        dQ = self.dense_precision(eta, j)  # d log|R| = -d log|Q| = -tr(R dQ)
+        return -float(np.sum(self.matrix(eta) * dQ))
+
     def log_det(self, eta: np.ndarray) -> float:
         """``log|R_d|``."""
         eta = np.asarray(eta, dtype=float)
@@ -365,6 +373,13 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             else:
                 vals *= d.matrix(e)[d.positions[rows], d.positions[cols]]
         return sp.csc_matrix((vals, P.indices.copy(), P.indptr.copy()), shape=P.shape)
+
+    def log_det_derivative(self, eta: np.ndarray, j: int) -> float:
+        """``d log|R~| / d eta_j`` of the full grid: ``(n_cells / size_d) d log|R_d| / d eta_j``."""
+        offsets = np.cumsum([0] + [d.n_params for d in self.dimensions])
+        dim = int(np.searchsorted(offsets, j, side="right") - 1)
+        d = self.dimensions[dim]
+        return (self.n_cells / d.size) * d.log_det_derivative(self.split(eta)[dim], j - offsets[dim])
 
     def log_det(self, eta: np.ndarray) -> float:
         """``log|R~|`` of the full grid."""

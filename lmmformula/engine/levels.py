@@ -120,6 +120,11 @@ class LevelPrecision:
             parts.append(sp.kron(base, np.ones((m, m)), format="csc"))
         return pattern_of(sp.block_diag(parts, format="csc")) if parts else sp.csc_matrix((0, 0))
 
+    def log_det_derivative(self, kappa: np.ndarray, j: int) -> float:
+        """``d log|K~| / d kappa_j = m_k d log|K_k| / d kappa_j``."""
+        k = int(np.searchsorted(self.offsets, j, side="right") - 1)
+        return self.ms[k] * self.blocks[k].grid.log_det_derivative(self.block_kappa(kappa, k), j - self.offsets[k])
+
     def derivative(self, kappa: np.ndarray, j: int) -> sp.csc_matrix:
         """``dK~^-1 / dkappa_j``: the grouping's full-grid precision differentiated in one dimension
         (a Kronecker product), placed in its block; zero elsewhere."""

@@ -41,9 +41,9 @@ from ..covariance import BlockCovariance
 from ..covariance.residual import ResidualStructure
 from ..design import RandomBlock
 from .crossproducts import CrossProducts, WeightedProducts, pattern_keys, pattern_of, scatter
-from .factor import NotPositiveDefinite, make_factor
+from .factor import make_factor
 from .levels import LevelPrecision, LevelState
-from .residual_gradient import precision_derivative, residual_gradient
+from .precision_gradient import grouping_gradient, precision_derivative, residual_gradient
 from .selinv import column_dots
 
 __all__ = ["MixedModelEquations", "Evaluation", "Derivatives"]
@@ -421,41 +421,19 @@ class MixedModelEquations:
 
     def _eta_gradient(self, theta: np.ndarray, sigma2: float | None = None, ev: Evaluation | None = None,
                       S=None) -> np.ndarray:
-        """Gradient of the (profiled, or at ``sigma2``) deviance in the precision parameters: central
-        differences for structured groupings' kappa, analytic for the residual's eta
-        (:func:`~lmmformula.engine.residual_gradient.residual_gradient`)."""
+        """Gradient of the (profiled, or at ``sigma2``) deviance in the precision parameters, analytic:
+        structured groupings' kappa (:func:`~lmmformula.engine.precision_gradient.grouping_gradient`) and the
+        residual's eta (:func:`~lmmformula.engine.precision_gradient.residual_gradient`)."""
         out = np.zeros(self.n_kappa + self.n_eta)
-        if self.n_eta:
+        if self.n_eta or self.n_kappa:
             if ev is None:
                 ev = self.evaluate(theta)
                 S = self.factor_at(theta).selected_inverse()
-            out[self.n_kappa:] = residual_gradient(self, ev, S, self.residual_derivatives(theta), sigma2)
-        for j in range(self.n_kappa):
-            e = np.zeros(self.n_params)
-            e[self.n_theta + j] = 1e-5
-            out[j] = self._difference(theta, e, sigma2)
+            if self.n_eta:
+                out[self.n_kappa:] = residual_gradient(self, ev, S, self.residual_derivatives(theta), sigma2)
+            if self.n_kappa:
+                out[:self.n_kappa] = grouping_gradient(self, ev, S, sigma2)
         return out
-
-    def _difference(self, theta: np.ndarray, e: np.ndarray, sigma2: float | None) -> float:
-        """Central difference of the deviance along ``e``; one-sided where a side leaves the admissible
-        region (a correlation matrix that is not positive definite)."""
-        def dev(x):
-            try:
-                return self.evaluate(x).deviance if sigma2 is None else self.deviance_at(x, sigma2)
-            except (np.linalg.LinAlgError, NotPositiveDefinite):
-                return None
-        h = float(np.max(np.abs(e)))
-        plus, minus = dev(theta + e), dev(theta - e)
-        if plus is not None and minus is not None:
-            return (plus - minus) / (2 * h)
-        centre = dev(theta)
-        if centre is None:
-            raise NotPositiveDefinite("the covariance is not positive definite at this point")
-        if plus is not None:
-            return (plus - centre) / h
-        if minus is not None:
-            return (centre - minus) / h
-        return 0.0
 
     def _eta_variate(self, ev: Evaluation, j: int) -> np.ndarray:
         """Working variate of precision parameter j (``dV_j P y / sigma^2``).

@@ -1,4 +1,5 @@
-"""Analytic gradient of the REML/ML deviance with respect to the residual structure's parameters ``eta``.
+"""Analytic gradient of the REML/ML deviance in the parameters that enter through precision matrices: the
+residual structure's ``eta`` and the structured groupings' ``kappa`` (:func:`grouping_gradient`).
 
 With ``V = sigma^2 (Z Lam K~ Lam'Z' + R~)``, ``W = R~^-1`` and ``dR~ = -R~ dW R~``:
 
@@ -23,7 +24,7 @@ import scipy.sparse as sp
 
 from .selinv import column_dots
 
-__all__ = ["residual_gradient", "precision_derivative"]
+__all__ = ["residual_gradient", "grouping_gradient", "precision_derivative"]
 
 
 def precision_derivative(residual, eta: np.ndarray, j: int, h: float = 1e-6) -> sp.csc_matrix:
@@ -78,5 +79,29 @@ def residual_gradient(mme, ev, S, derivatives: list[sp.csc_matrix], sigma2: floa
         if use_fixed:
             g += float(np.sum(H * (dW @ H)))
         g += coef * float(ev.resid @ (dW @ ev.resid))
+        out[j] = g
+    return out
+
+
+def grouping_gradient(mme, ev, S, sigma2: float | None = None) -> np.ndarray:
+    """``d(-2 l)/d kappa`` for the parameters of structured groupings (``K~^-1(kappa)`` in the MME).
+
+    With ``D = dK~^-1/dkappa_j`` (added to ``Cvv`` unscaled) and ``K~^-1 v`` in the penalty,
+
+        d(-2 l)/d kappa_j = tr(Cvv^-1 D) + tr(Sb^-1 B'DB) + d log|K~|/d kappa_j + v'Dv / sigma^2
+
+    (``tr(Sb^-1 B'DB) = tr(A'DA)`` with ``A = B Sb^{-T/2}``; ML drops it; profiled: ``dof / r2`` for
+    ``1 / sigma^2``).
+    """
+    dof = mme.n - mme.p if mme.reml else mme.n
+    coef = dof / ev.pwrss if sigma2 is None else 1.0 / sigma2
+    kappa = mme.kappa(ev.theta)
+    A = mme.absorbed_fixed(ev) if mme.reml and mme.p else None
+    out = np.zeros(mme.n_kappa)
+    for j in range(mme.n_kappa):
+        D = mme.levels.derivative(kappa, j)
+        g = _trace(S, D) + mme.levels.log_det_derivative(kappa, j) + coef * float(ev.v @ (D @ ev.v))
+        if A is not None:
+            g += float(np.sum(A * (D @ A)))
         out[j] = g
     return out
