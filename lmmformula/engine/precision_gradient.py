@@ -44,7 +44,8 @@ def _trace(S, M: sp.csc_matrix) -> float:
     if M.shape[0] == 0:
         return 0.0
     if not sp.issparse(S):
-        return float(np.sum(S * M.toarray()))
+        C = M.tocoo()
+        return float(S[C.row, C.col] @ C.data)
     idx = np.arange(M.shape[0])
     return float(column_dots(S, M.tocsc(), idx, idx).sum())
 
