@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import pandas as pd
 from formulaic import Formula, ModelSpec
 
@@ -147,17 +148,12 @@ def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> list[int]:
     columns, relative to its norm, is below ``tol`` (so, as in lme4, the later
     of two aliased columns is the one dropped).
     """
-    kept: list[int] = []
-    q = np.zeros((X.shape[0], 0))
-    for j in range(X.shape[1]):
-        col = X[:, j]
-        norm = np.linalg.norm(col)
-        if norm == 0:
-            continue
-        resid = col - q @ (q.T @ col)
-        resid = resid - q @ (q.T @ resid)  # re-orthogonalise once (Gram-Schmidt twice is enough)
-        r = np.linalg.norm(resid)
-        if r > tol * norm:
-            kept.append(j)
-            q = np.column_stack([q, resid / r])
+    if X.shape[1] == 0:
+        return []
+    norms = np.linalg.norm(X, axis=0)
+    # |R[j, j]| of an unpivoted QR is the distance of column j from the span of the columns before it
+    r = np.zeros(X.shape[1])
+    diag = np.abs(np.diag(scipy.linalg.qr(X, mode="r")[0]))
+    r[:diag.size] = diag  # beyond n columns every column lies in the span of the earlier ones
+    kept = [j for j in range(X.shape[1]) if norms[j] > 0 and r[j] > tol * norms[j]]
     return kept

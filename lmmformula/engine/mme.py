@@ -239,6 +239,11 @@ class MixedModelEquations:
 
     def factorize(self, theta: np.ndarray, lam: sp.csc_matrix | None = None):
         """Factor ``Cvv`` at ``theta`` (numeric refactorization after the first call)."""
+        if self.q == 0:  # no random effects (GLS with a residual structure): an empty block
+            if self._factor is None:
+                self._factor = make_factor(sp.csc_matrix((0, 0)), self._dense_below)
+            self._factor_theta = np.array(theta, dtype=float)
+            return self._factor
         A = self.cvv(theta, lam)
         self._factor_theta = None  # a failed refactorization leaves no valid factor behind
         if self._factor is None:
@@ -260,10 +265,13 @@ class MixedModelEquations:
         lam = self.lam(theta)
         prod = self.products(theta)
         fac = self.factorize(theta, lam)
-        CvB = np.asarray(lam.T @ prod.ZtWX)
-        rhs_v = lam.T @ prod.ZtWy
-        cv = fac.solve(rhs_v)
-        B = fac.solve(CvB) if self.p else np.zeros((self.q, 0))
+        if self.q:
+            CvB = np.asarray(lam.T @ prod.ZtWX)
+            rhs_v = lam.T @ prod.ZtWy
+            cv = fac.solve(rhs_v)
+            B = fac.solve(CvB) if self.p else np.zeros((self.q, 0))
+        else:
+            CvB, rhs_v, cv, B = np.zeros((0, self.p)), np.zeros(0), np.zeros(0), np.zeros((0, self.p))
         schur = prod.XtWX - CvB.T @ B
         if self.p:
             chol = scipy.linalg.cholesky(schur, lower=True)
@@ -272,8 +280,8 @@ class MixedModelEquations:
         else:
             chol, beta, logdet_schur = np.zeros((0, 0)), np.zeros(0), 0.0
         v = cv - B @ beta
-        u = lam @ v
-        resid = self.y - self.X @ beta - self.Z @ u
+        u = lam @ v if self.q else v
+        resid = self.y - self.X @ beta - (self.Z @ u if self.q else 0.0)
         w_resid = prod.weight(resid)
         levels = self.level_state(theta)
         pwrss = float(resid @ w_resid + v @ (levels.kinv @ v))
@@ -383,6 +391,8 @@ class MixedModelEquations:
 
     def _score_terms(self, ev: Evaluation, S, variates: bool = True):
         """``tr(S_v. W~'Z Lam_i)``, ``(Z'e)' Lam_i v`` and the working variates for every element i."""
+        if not self._pairs:
+            return np.zeros(0), np.zeros(0), (np.zeros((self.n, 0)) if variates else None)
         lam = self.lam(ev.theta)
         prod = self.products(ev.theta)
         Fv = (lam.T @ prod.ZtWZ).tocsc()
