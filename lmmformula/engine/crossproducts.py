@@ -85,6 +85,9 @@ class CrossProducts:
         self._keys = pattern_keys(self.ztwz_pattern)
         self._cache: dict[tuple[float, ...], WeightedProducts] = {}
         self._solvers: dict[tuple[float, ...], object] = {}
+        # indicator columns (a fixed factor with many levels) make X mostly zeros: multiply it sparsely
+        density = np.count_nonzero(X) / max(X.size, 1)
+        self.sparse_X = sp.csc_matrix(X) if residual is not None and density < 0.2 else None
 
     CACHE_SIZE = 6  # the iterate, its finite-difference neighbours and a line-search trial
 
@@ -99,11 +102,17 @@ class CrossProducts:
             W, logdet_r, WZ, WX, Wy = None, 0.0, Z, X, y
         else:
             W, logdet_r = self.residual.precision(np.asarray(key))
-            WZ, WX, Wy = (W @ Z).tocsc(), W @ X, W @ y
+            WZ, Wy = (W @ Z).tocsc(), W @ y
+            WX = W @ (X if self.sparse_X is None else self.sparse_X)
+        if sp.issparse(WX):
+            Xs = self.sparse_X
+            ZtWX, XtWX = (Z.T @ WX).toarray(), (Xs.T @ WX).toarray()
+        else:
+            ZtWX, XtWX = np.asarray(Z.T @ WX), X.T @ WX
         prod = WeightedProducts(
             eta=key, W=W, logdet_r=float(logdet_r),
             ZtWZ=scatter(Z.T @ WZ, self.ztwz_pattern, self._keys),
-            ZtWX=np.asarray(Z.T @ WX), XtWX=X.T @ WX,
+            ZtWX=ZtWX, XtWX=XtWX,
             ZtWy=np.asarray(Z.T @ Wy).ravel(), XtWy=X.T @ Wy)
         if len(self._cache) >= self.CACHE_SIZE:
             oldest = next(iter(self._cache))

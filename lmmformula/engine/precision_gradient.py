@@ -68,7 +68,12 @@ def residual_gradient(mme, ev, S, derivatives: list[sp.csc_matrix], sigma2: floa
     coef = dof / ev.pwrss if sigma2 is None else 1.0 / sigma2
     ZL = (mme.Z @ mme.lam(ev.theta)).tocsc() if mme.q else None
     use_fixed = mme.reml and mme.p
-    if use_fixed:  # tr(Sb^-1 F'dWF) = tr(H' dW H) with H = F Sb^{-T/2}: no p x p inverse
+    Xs = mme.cross.sparse_X
+    if use_fixed and mme.q == 0 and Xs is not None:
+        # GLS with indicator columns: tr(Sb^-1 X'dWX) over the few entries of the sparse X'dWX
+        sb_inv, info = scipy.linalg.lapack.dpotri(ev.schur_chol, lower=True)
+        sb_inv = np.tril(sb_inv) + np.tril(sb_inv, -1).T
+    elif use_fixed:  # tr(Sb^-1 F'dWF) = tr(H' dW H) with H = F Sb^{-T/2}: no p x p inverse
         F = mme.X - ZL @ ev.B if mme.q else mme.X
         H = scipy.linalg.solve_triangular(ev.schur_chol, F.T, lower=True).T
     out = np.zeros(len(derivatives))
@@ -77,7 +82,10 @@ def residual_gradient(mme, ev, S, derivatives: list[sp.csc_matrix], sigma2: floa
         g = -float(R_on.multiply(dW).sum())
         if mme.q:
             g += _trace(S, (ZL.T @ dW @ ZL).tocsc())
-        if use_fixed:
+        if use_fixed and mme.q == 0 and Xs is not None:
+            M = (Xs.T @ dW @ Xs).tocoo()
+            g += float(sb_inv[M.row, M.col] @ M.data)
+        elif use_fixed:
             g += float(np.sum(H * (dW @ H)))
         g += coef * float(ev.resid @ (dW @ ev.resid))
         out[j] = g
