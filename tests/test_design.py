@@ -123,3 +123,34 @@ def test_us_and_diag_around_a_term_are_the_bar_forms(frame, structured, plain):
     b = lmf.LMM.from_formula(f"y ~ x + {plain}", frame).fit()
     assert a.loglik == pytest.approx(b.loglik, abs=1e-10)
     assert a.variance_components.parameter.tolist() == b.variance_components.parameter.tolist()
+
+
+def test_aliasing_keeps_a_basis_when_columns_outnumber_rows():
+    """Found by review: an unpivoted QR let an aliased column take a direction a later column needed."""
+    rng = np.random.default_rng(0)
+    n = 12
+    f = np.array(list("abcde") + list(rng.choice(list("abcde"), n - 5)))
+    df = pd.DataFrame({"f": f, "g": f, "h": f, "x": rng.normal(size=n), "grp": np.repeat(list("uvw"), 4)})
+    df["y"] = 3 * df["x"] + rng.normal(size=n)
+    with pytest.warns(lmf.RankDeficiencyWarning):
+        m = lmf.LMM.from_formula("y ~ f + g + h + x + (1 | grp)", df)
+    assert m.design.fixed.names == ("(Intercept)", "fb", "fc", "fd", "fe", "x")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_aliasing_keeps_as_many_columns_as_the_rank(seed):
+    """Unbalanced factorials with empty cells: the kept columns are independent and span X."""
+    from lmmformula.design.fixed import _independent_columns
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(8, 20))
+    cols = [np.ones(n)]
+    for _ in range(int(rng.integers(3, 6))):
+        lev = rng.integers(0, 3, n)
+        cols += [(lev == k).astype(float) for k in (1, 2)]
+    cols += [cols[int(rng.integers(1, len(cols)))] * cols[int(rng.integers(1, len(cols)))] for _ in range(8)]
+    X = np.column_stack(cols)
+    kept = _independent_columns(X)
+    rank = np.linalg.matrix_rank(X)
+    assert len(kept) == rank
+    assert np.linalg.matrix_rank(X[:, kept]) == rank

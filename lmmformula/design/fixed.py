@@ -148,12 +148,26 @@ def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> list[int]:
     columns, relative to its norm, is below ``tol`` (so, as in lme4, the later
     of two aliased columns is the one dropped).
     """
-    if X.shape[1] == 0:
+    n, p = X.shape
+    if p == 0:
         return []
     norms = np.linalg.norm(X, axis=0)
-    # |R[j, j]| of an unpivoted QR is the distance of column j from the span of the columns before it
-    r = np.zeros(X.shape[1])
-    diag = np.abs(np.diag(scipy.linalg.qr(X, mode="r")[0]))
-    r[:diag.size] = diag  # beyond n columns every column lies in the span of the earlier ones
-    kept = [j for j in range(X.shape[1]) if norms[j] > 0 and r[j] > tol * norms[j]]
+    if p <= n:  # fast path: an unpivoted QR with no small |R_jj| means every column is independent
+        r = np.abs(np.diag(scipy.linalg.qr(X, mode="r")[0]))
+        if np.all(r > tol * norms):
+            return list(range(p))
+    # otherwise Gram-Schmidt (twice) against the columns kept so far: an aliased column must not take a
+    # direction that a later, independent column needs
+    Q = np.empty((n, min(n, p)))
+    kept: list[int] = []
+    for j in range(p):
+        if norms[j] == 0 or len(kept) == Q.shape[1]:
+            continue
+        Qk = Q[:, :len(kept)]
+        resid = X[:, j] - Qk @ (Qk.T @ X[:, j])
+        resid -= Qk @ (Qk.T @ resid)
+        r = np.linalg.norm(resid)
+        if r > tol * norms[j]:
+            Q[:, len(kept)] = resid / r
+            kept.append(j)
     return kept
