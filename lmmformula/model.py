@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .covariance import term_covariance
-from .covariance.residual import ResidualStructure, build_residual
+from .covariance.grids import build_residual
+from .covariance.residual import ResidualStructure
 from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_frame
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
 from .errors import ConvergenceWarning, DataError, ModelSpecificationError

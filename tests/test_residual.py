@@ -131,7 +131,7 @@ def test_correlation_at_its_bound_is_held_and_flagged():
 
 
 def test_large_incomplete_grid_precision_is_exact_and_sparse():
-    from lmmformula.covariance.residual import build_residual
+    from lmmformula.covariance.grids import build_residual
     from lmmformula.formula import parse_formula
 
     rng = np.random.default_rng(0)

@@ -20,7 +20,8 @@ import scipy.sparse as sp
 from formulaic import Formula
 
 from ..covariance.known import KnownMatrix, known_matrix
-from ..covariance.residual import ResidualStructure, build_grid
+from ..covariance.grids import build_grid
+from ..covariance.residual import ResidualStructure
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError
 from ..formula.registry import integer_argument
 from ..formula.terms import RandomTerm, StructureCall

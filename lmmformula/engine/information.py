@@ -25,7 +25,6 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
     Zte = mme.Z.T @ ev.w_resid
     cols = []
     for k, (blk, cov) in enumerate(zip(mme.blocks, mme.covariances)):
-        base = mme.offsets[k] + np.arange(blk.n_levels) * cov.m
         t0, t1 = mme.theta_offsets[k], mme.theta_offsets[k + 1]
         zte = Zte[mme.offsets[k]:mme.offsets[k + 1]].reshape(blk.n_levels, cov.m)
         for D in cov.natural_derivatives(ev.theta[t0:t1], ev.sigma2):
