@@ -146,8 +146,10 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         raise ValueError(f"algorithm must be 'AI' or 'EM', got {algorithm!r}")
     if algorithm == "EM":
         em_steps = max_iter
-    elif mme.q == 0:
-        em_steps = 0  # no random effects: an EM step would change nothing (it does not update correlations)
+    elif mme.q == 0 or mme.n_eta or mme.n_kappa or mme.structured:
+        # EM does not update correlations: with a residual structure, a structured grouping or a structured
+        # term its first steps only rescale variances around a fixed starting correlation
+        em_steps = 0
     lower = mme.lower
     theta = mme.canonical(np.asarray(theta0, dtype=float))
     ev = mme.evaluate(theta)
