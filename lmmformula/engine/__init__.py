@@ -3,7 +3,8 @@
 from .factor import DenseFactor, NotPositiveDefinite, SparseFactor, make_factor
 from .em import em_step
 from .information import variance_information
-from .mme import Derivatives, Evaluation, MixedModelEquations
+from .mme import Evaluation, MixedModelEquations
+from .score import Derivatives
 from .reml import IterationRecord, OptimizerResult, fit_variance_parameters
 from .selinv import column_dots, takahashi
 
