@@ -118,12 +118,10 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         P.sort_indices()
         cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
         rows = P.indices
-        vals = np.ones(rows.size)
-        for d, e in zip(self.dimensions, self.split(eta)):
-            if d.kind == "id":
-                vals *= d.positions[rows] == d.positions[cols]
-            else:
-                vals *= d.matrix(e)[d.positions[rows], d.positions[cols]]
+        Rs = [None if d.kind == "id" else d.matrix(e) for d, e in zip(self.dimensions, self.split(eta))]
+        vals = self._entries(Rs, [d.positions[rows] for d in self.dimensions],
+                             [d.positions[cols] for d in self.dimensions])
+        vals = np.broadcast_to(vals, rows.shape).astype(float)
         return sp.csc_matrix((vals, P.indices.copy(), P.indptr.copy()), shape=P.shape)
 
     def log_det_derivative(self, eta: np.ndarray, j: int) -> float:
