@@ -31,6 +31,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
+from ..sparsepattern import pattern_keys, values_on
 from .dimension import VARIANCE_KINDS, ResidualDimension
 
 __all__ = ["ResidualStructure"]
@@ -111,18 +112,15 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             logdet_r += (n_cells / d.size) * d.log_det(e)
         return W.tocsc(), -logdet_r
 
-    def covariance_on(self, eta: np.ndarray, pattern: sp.csc_matrix) -> sp.csc_matrix:
-        """Entries of ``R~_oo`` (observation order) at the stored positions of ``pattern``:
+    def covariance_values(self, eta: np.ndarray) -> np.ndarray:
+        """Entries of ``R~_oo`` (observation order) at the stored positions of :meth:`precision_pattern`:
         ``R~[i, j] = prod_d R_d[pos_d(i), pos_d(j)]``."""
-        P = sp.csc_matrix(pattern)
-        P.sort_indices()
-        cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
-        rows = P.indices
+        P = self.precision_pattern()
+        rows, cols = P.indices, np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
         Rs = [None if d.kind == "id" else d.matrix(e) for d, e in zip(self.dimensions, self.split(eta))]
         vals = self._entries(Rs, [d.positions[rows] for d in self.dimensions],
                              [d.positions[cols] for d in self.dimensions])
-        vals = np.broadcast_to(vals, rows.shape).astype(float)
-        return sp.csc_matrix((vals, P.indices.copy(), P.indptr.copy()), shape=P.shape)
+        return np.broadcast_to(vals, rows.shape).astype(float)
 
     def log_det_derivative(self, eta: np.ndarray, j: int) -> float:
         """``d log|R~| / d eta_j`` of the full grid: ``(n_cells / size_d) d log|R_d| / d eta_j``."""
@@ -136,10 +134,11 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         n_cells = self.n_cells
         return float(sum((n_cells / d.size) * d.log_det(e) for d, e in zip(self.dimensions, self.split(eta))))
 
-    def precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix | None:
-        """``dR~_oo^-1 / d eta_j`` in observation order on a complete grid (a Kronecker product with one
-        differentiated factor, or the derivative of the Schur complement when cells are unobserved); None for
-        very long dimensions with unobserved cells (the caller differentiates numerically)."""
+    def precision_derivative(self, eta: np.ndarray, j: int) -> np.ndarray | None:
+        """``dR~_oo^-1 / d eta_j`` in observation order, as values on :meth:`precision_pattern` (a Kronecker
+        product with one differentiated factor, or the derivative of the Schur complement when cells are
+        unobserved); None for very long dimensions with unobserved cells (the caller differentiates
+        numerically)."""
         offsets = np.cumsum([0] + [d.n_params for d in self.dimensions])
         dim = int(np.searchsorted(offsets, j, side="right") - 1)
         if self._gather_plan() is not None:
@@ -148,7 +147,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             return self._gathered(eta, (dim, j - offsets[dim]))
         if self.cells.size != self.n_cells:
             return None
-        return self.full_precision_derivative(eta, j)[self.cells][:, self.cells].tocsc()
+        return self._on_pattern(self.full_precision_derivative(eta, j)[self.cells][:, self.cells])
 
     def _schur_plan(self):
         """Index arrays for :meth:`_schur`: grid positions of the observed cells and of each group of
@@ -186,7 +185,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         return out
 
     def _schur(self, eta: np.ndarray, derivative: tuple[int, int] | None = None):
-        """Observed-cell precision ``W_oo - W_om W_mm^-1 W_mo`` (and ``log|R~_oo|``), or its derivative in one
+        """Values on the pattern of the observed-cell precision ``W_oo - W_om W_mm^-1 W_mo`` (and ``log|R~_oo|``), or its derivative in one
         parameter, from entries gathered out of dense per-dimension factors, one group of unobserved cells at a
         time (``dS = dW_oo - sum_g (dB A^-1 B' + B A^-1 dB' - B A^-1 dA A^-1 B')``, ``A = W_gg``, ``B = W_og``)."""
         indptr, indices, shape, index = self._gather_plan()
@@ -212,10 +211,9 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             M = scipy.linalg.cho_solve((chol, True), B.T)          # A^-1 B'
             dU = dB @ M
             vals[where] -= (dU + dU.T - M.T @ dA @ M).ravel()
-        S = sp.csc_matrix((vals, indices, indptr), shape=shape)
         if derivative is not None:
-            return S
-        return S, logdet_mm + self.log_det(eta)
+            return vals
+        return vals, logdet_mm + self.log_det(eta)
 
     def full_precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix:
         """``dW/d eta_j`` on the full grid: the Kronecker product with dimension d's ``dQ_d``."""
@@ -254,18 +252,17 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             plan = None
             if all(d.kind == "id" or d.size <= self.GATHER_MAX for d in self.dimensions):
                 P = self.precision_pattern()
-                P.sort_indices()
                 cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
                 rows = P.indices
                 index = [(d.positions[rows], d.positions[cols]) if d.kind != "id" else None
                          for d in self.dimensions]
-                plan = (P.indptr.copy(), P.indices.copy(), P.shape, index)
+                plan = (P.indptr, P.indices, P.shape, index)
             object.__setattr__(self, "_gather", plan)
         return self.__dict__["_gather"]
 
-    def _gathered(self, eta: np.ndarray, derivative: tuple[int, int] | None = None) -> sp.csc_matrix:
-        """The precision (or its derivative in one parameter) as the product of the dimensions' entries
-        ``prod_d Q_d[pos_d(i), pos_d(j)]`` gathered on the fixed pattern: no Kronecker product is formed."""
+    def _gathered(self, eta: np.ndarray, derivative: tuple[int, int] | None = None) -> np.ndarray:
+        """Values of the precision (or its derivative in one parameter) on its pattern: the product
+        ``prod_d Q_d[pos_d(i), pos_d(j)]`` of the dimensions' entries; no Kronecker product is formed."""
         indptr, indices, shape, index = self._gather_plan()
         vals = np.ones(indices.size)
         for i, (d, e) in enumerate(zip(self.dimensions, self.split(eta))):
@@ -273,10 +270,11 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
                 continue
             Q = d.dense_precision(e, derivative[1] if derivative is not None and derivative[0] == i else None)
             vals *= Q[index[i][0], index[i][1]]
-        return sp.csc_matrix((vals, indices, indptr), shape=shape)
+        return vals
 
-    def precision(self, eta: np.ndarray) -> tuple[sp.csc_matrix, float]:
-        """Precision ``R~_oo^-1`` of the observations (in observation order) and ``log|R~_oo|``.
+    def precision_values(self, eta: np.ndarray) -> tuple[np.ndarray, float]:
+        """Values of the precision ``R~_oo^-1`` of the observations on :meth:`precision_pattern` (CSC order,
+        observation order) and ``log|R~_oo|``.
 
         The Schur complement is taken one connected group of unobserved cells at a time: a group
         only touches the observed cells next to it, so the update is a small dense block there
@@ -290,7 +288,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         obs = self.cells
         W_oo = W[obs][:, obs].tocsc()
         if obs.size == self.n_cells:
-            return W_oo, -logdet_w
+            return self._on_pattern(W_oo), -logdet_w
         plan = self._plan()
         W_om = W[obs][:, plan.missing].tocsc()
         W_mm = W[plan.missing][:, plan.missing].tocsc()
@@ -312,27 +310,48 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             S = (W_oo - U).tocsc()
         else:
             S = W_oo
-        S = sp.csc_matrix(0.5 * (S + S.T))
-        return S, logdet_mm - logdet_w
+        return self._on_pattern(0.5 * (S + S.T)), logdet_mm - logdet_w
+
+    def precision(self, eta: np.ndarray) -> tuple[sp.csc_matrix, float]:
+        """Precision ``R~_oo^-1`` of the observations (observation order) and ``log|R~_oo|``
+        (:meth:`precision_values` as a sparse matrix)."""
+        vals, logdet = self.precision_values(eta)
+        return self.on_pattern(vals), logdet
+
+    def on_pattern(self, vals: np.ndarray) -> sp.csc_matrix:
+        """The sparse matrix with ``vals`` on :meth:`precision_pattern`."""
+        P = self.precision_pattern()
+        return sp.csc_matrix((vals, P.indices, P.indptr), shape=P.shape)
+
+    def _on_pattern(self, M: sp.spmatrix) -> np.ndarray:
+        """Values of ``M`` on :meth:`precision_pattern` (entries of ``M`` outside it must be zero)."""
+        if "_pattern_keys" not in self.__dict__:
+            object.__setattr__(self, "_pattern_keys", pattern_keys(self.precision_pattern()))
+        return values_on(M, self.__dict__["_pattern_keys"])
 
     def precision_pattern(self) -> sp.csc_matrix:
-        """Structural pattern of :meth:`precision` (the same for every value of the correlations)."""
+        """Structural pattern of :meth:`precision` (the same for every value of the correlations; CSC with
+        sorted indices, computed once)."""
+        if "_pattern" in self.__dict__:
+            return self.__dict__["_pattern"]
         W, _ = self.full_precision(self.generic_eta())
         obs = self.cells
         P = W[obs][:, obs].tocsc()
         P.data[:] = 1.0
-        if obs.size == self.n_cells:
-            return P
-        plan = self._plan()
-        n = obs.size
-        rows = [np.repeat(nb, nb.size) for nb in plan.neighbours]
-        cols = [np.tile(nb, nb.size) for nb in plan.neighbours]
-        if rows:
-            U = sp.csc_matrix((np.ones(sum(r.size for r in rows)), (np.concatenate(rows), np.concatenate(cols))),
-                              shape=(n, n))
-            P = P + U
+        if obs.size != self.n_cells:
+            plan = self._plan()
+            n = obs.size
+            rows = [np.repeat(nb, nb.size) for nb in plan.neighbours]
+            cols = [np.tile(nb, nb.size) for nb in plan.neighbours]
+            if rows:
+                U = sp.csc_matrix((np.ones(sum(r.size for r in rows)),
+                                   (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+                P = P + U
         P = sp.csc_matrix(P)
+        P.sum_duplicates()
+        P.sort_indices()
         P.data[:] = 1.0
+        object.__setattr__(self, "_pattern", P)
         return P
 
     def _plan(self) -> "_MissingPlan":

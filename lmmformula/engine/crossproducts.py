@@ -15,39 +15,56 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..covariance.residual import ResidualStructure
+from ..sparsepattern import pattern_keys, pattern_of, scatter
 
-__all__ = ["CrossProducts", "WeightedProducts", "pattern_of", "pattern_keys", "scatter"]
-
-
-def pattern_of(M: sp.spmatrix) -> sp.csc_matrix:
-    """Structural pattern of ``M`` (ones where M stores an entry, explicit zeros included)."""
-    P = sp.csc_matrix(M, copy=True)
-    P.data = np.ones_like(P.data)
-    return P
+__all__ = ["CrossProducts", "WeightedProducts", "BilinearMap"]
 
 
-def pattern_keys(M: sp.csc_matrix) -> np.ndarray:
-    """Sorted linear keys ``col * nrows + row`` of a CSC matrix with sorted indices."""
-    cols = np.repeat(np.arange(M.shape[1], dtype=np.int64), np.diff(M.indptr))
-    return cols * M.shape[0] + M.indices.astype(np.int64)
+class BilinearMap:
+    """``M'WN`` as a linear map of the values ``w`` of ``W`` on a fixed pattern.
 
+    With ``W = sum_k w_k e_{r_k} e_{c_k}'``, ``(M'WN)[a, b] = sum_k w_k M[r_k, a] N[c_k, b]``: the map is a
+    sparse matrix ``G`` (one column per stored entry of W) with ``vec(M'WN) = G w``; its transpose gives
+    ``tr(T' M'dWN) = (G'vec(T)) . dw`` for any ``dW`` on the same pattern.  Built once per model, it turns
+    every cross-product and every trace in the residual parameters into one sparse mat-vec.
 
-def scatter(M: sp.spmatrix, pattern: sp.csc_matrix, keys: np.ndarray) -> sp.csc_matrix:
-    """Values of ``M`` placed on the fixed ``pattern`` (entries of M outside it must be absent)."""
-    M = sp.csc_matrix(M)
-    M.sum_duplicates()
-    M.sort_indices()
-    mkeys = pattern_keys(M)
-    pos = np.minimum(np.searchsorted(keys, mkeys), max(keys.size - 1, 0))
-    hit = keys[pos] == mkeys if keys.size else np.zeros(mkeys.size, dtype=bool)
-    if not hit.all():
-        stray = np.abs(M.data[~hit]).max()
-        if stray > 1e-12 * max(float(np.abs(M.data).max()), 1e-300):
-            raise RuntimeError("a matrix has an entry outside its fixed sparsity pattern")
-    out = pattern.copy()
-    out.data = np.zeros(pattern.nnz)
-    out.data[pos[hit]] = M.data[hit]
-    return out
+    Parameters
+    ----------
+    M, N : sparse matrices with as many rows as W
+    rows, cols : ndarray of int
+        Positions of W's stored entries.
+    out_keys : ndarray of int64, optional
+        Sorted CSC keys of a fixed pattern holding ``M'WN``; without it the output is the dense
+        ``M'WN`` in row-major order.
+    """
+
+    def __init__(self, M, N, rows: np.ndarray, cols: np.ndarray, out_keys: np.ndarray | None = None):
+        A = sp.csr_matrix(M)[rows]
+        B = sp.csr_matrix(N)[cols]
+        self.shape = (A.shape[1], B.shape[1])
+        na, nb = np.diff(A.indptr), np.diff(B.indptr)
+        count = na * nb
+        k = np.repeat(np.arange(rows.size), count)
+        local = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        ia = A.indptr[k] + local // nb[k]
+        ib = B.indptr[k] + local % nb[k]
+        a, b = A.indices[ia].astype(np.int64), B.indices[ib].astype(np.int64)
+        if out_keys is None:
+            out, n_out = a * self.shape[1] + b, self.shape[0] * self.shape[1]
+        else:
+            out, n_out = np.searchsorted(out_keys, b * self.shape[0] + a), out_keys.size
+        G = sp.csr_matrix((A.data[ia] * B.data[ib], (out, k)), shape=(n_out, rows.size))
+        self._G, self._Gt = G, G.T.tocsr()
+        self._dense = out_keys is None
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        """``M'WN``: dense, or its values on the output pattern."""
+        out = self._G @ w
+        return out.reshape(self.shape) if self._dense else out
+
+    def adjoint(self, T: np.ndarray) -> np.ndarray:
+        """``t`` with ``t . dw = tr(T' M'dWN)`` (``T`` dense, or values on the output pattern)."""
+        return self._Gt @ np.ravel(T)
 
 
 @dataclass(frozen=True)
@@ -69,7 +86,11 @@ class WeightedProducts:
 
 
 class CrossProducts:
-    """Cache of :class:`WeightedProducts` for a model's ``y, X, Z`` and residual structure."""
+    """Cache of :class:`WeightedProducts` for a model's ``y, X, Z`` and residual structure.
+
+    With a residual structure, ``W`` keeps one pattern (:meth:`ResidualStructure.precision_pattern`), and
+    ``Z'WZ`` (and ``Z'WX``, ``X'WX`` for indicator columns of X) are :class:`BilinearMap` images of W's values.
+    """
 
     def __init__(self, y: np.ndarray, X: np.ndarray, Z: sp.csc_matrix, residual: ResidualStructure | None):
         self.y, self.X, self.Z, self.residual = y, X, Z, residual
@@ -88,6 +109,14 @@ class CrossProducts:
         # indicator columns (a fixed factor with many levels) make X mostly zeros: multiply it sparsely
         density = np.count_nonzero(X) / max(X.size, 1)
         self.sparse_X = sp.csc_matrix(X) if residual is not None and density < 0.2 else None
+        self.w_rows = self.w_cols = None
+        if residual is not None:
+            self.w_rows = w_pattern.indices
+            self.w_cols = np.repeat(np.arange(w_pattern.shape[1]), np.diff(w_pattern.indptr))
+            self.zz = BilinearMap(Z, Z, self.w_rows, self.w_cols, self._keys)
+            if self.sparse_X is not None:
+                self.zx = BilinearMap(Z, self.sparse_X, self.w_rows, self.w_cols)
+                self.xx = BilinearMap(self.sparse_X, self.sparse_X, self.w_rows, self.w_cols)
 
     CACHE_SIZE = 6  # the iterate, its finite-difference neighbours and a line-search trial
 
@@ -99,21 +128,22 @@ class CrossProducts:
             return hit
         y, X, Z = self.y, self.X, self.Z
         if self.residual is None:
-            W, logdet_r, WZ, WX, Wy = None, 0.0, Z, X, y
+            prod = WeightedProducts(eta=key, W=None, logdet_r=0.0, ZtWZ=scatter(Z.T @ Z, self.ztwz_pattern, self._keys),
+                                    ZtWX=np.asarray(Z.T @ X), XtWX=X.T @ X, ZtWy=np.asarray(Z.T @ y).ravel(),
+                                    XtWy=X.T @ y)
         else:
-            W, logdet_r = self.residual.precision(np.asarray(key))
-            WZ, Wy = (W @ Z).tocsc(), W @ y
-            WX = W @ (X if self.sparse_X is None else self.sparse_X)
-        if sp.issparse(WX):
-            Xs = self.sparse_X
-            ZtWX, XtWX = (Z.T @ WX).toarray(), (Xs.T @ WX).toarray()
-        else:
-            ZtWX, XtWX = np.asarray(Z.T @ WX), X.T @ WX
-        prod = WeightedProducts(
-            eta=key, W=W, logdet_r=float(logdet_r),
-            ZtWZ=scatter(Z.T @ WZ, self.ztwz_pattern, self._keys),
-            ZtWX=ZtWX, XtWX=XtWX,
-            ZtWy=np.asarray(Z.T @ Wy).ravel(), XtWy=X.T @ Wy)
+            w, logdet_r = self.residual.precision_values(np.asarray(key))
+            W = self.residual.on_pattern(w)
+            ZtWZ = self.ztwz_pattern.copy()
+            ZtWZ.data = self.zz(w)
+            if self.sparse_X is not None:
+                ZtWX, XtWX = self.zx(w), self.xx(w)
+            else:
+                WX = W @ X
+                ZtWX, XtWX = np.asarray(Z.T @ WX), X.T @ WX
+            Wy = W @ y
+            prod = WeightedProducts(eta=key, W=W, logdet_r=float(logdet_r), ZtWZ=ZtWZ, ZtWX=ZtWX, XtWX=XtWX,
+                                    ZtWy=np.asarray(Z.T @ Wy).ravel(), XtWy=X.T @ Wy)
         if len(self._cache) >= self.CACHE_SIZE:
             oldest = next(iter(self._cache))
             self._cache.pop(oldest)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .crossproducts import pattern_of
+from ..sparsepattern import pattern_of
 from .factor import make_factor
 
 __all__ = ["LevelPrecision", "LevelState"]

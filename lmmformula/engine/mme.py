@@ -40,7 +40,8 @@ import scipy.sparse as sp
 from ..covariance import BlockCovariance
 from ..covariance.residual import ResidualStructure
 from ..design import RandomBlock
-from .crossproducts import CrossProducts, WeightedProducts, pattern_keys, pattern_of, scatter
+from ..sparsepattern import pattern_keys, pattern_of, scatter
+from .crossproducts import CrossProducts, WeightedProducts
 from .factor import make_factor
 from .levels import LevelPrecision, LevelState
 from .score import ScoreMixin

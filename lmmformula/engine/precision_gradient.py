@@ -22,21 +22,22 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
+from ..sparsepattern import pattern_keys, values_on
 from .selinv import column_dots
 
 __all__ = ["residual_gradient", "grouping_gradient", "precision_derivative"]
 
 
-def precision_derivative(residual, eta: np.ndarray, j: int, h: float = 1e-6) -> sp.csc_matrix:
-    """``dW/d eta_j``: analytic on a complete grid, a central difference of the observed precision
-    (a Schur complement) when cells are unobserved."""
+def precision_derivative(residual, eta: np.ndarray, j: int, h: float = 1e-6) -> np.ndarray:
+    """``dW/d eta_j`` as values on the residual precision's pattern: analytic, or a central difference of the
+    observed precision (a Schur complement) for very long dimensions with unobserved cells."""
     dW = residual.precision_derivative(eta, j)
     if dW is not None:
         return dW
     e = np.zeros(np.size(eta))
     e[j] = h
-    return ((residual.precision(np.asarray(eta) + e)[0] - residual.precision(np.asarray(eta) - e)[0])
-            / (2.0 * h)).tocsc()
+    return (residual.precision_values(np.asarray(eta) + e)[0]
+            - residual.precision_values(np.asarray(eta) - e)[0]) / (2.0 * h)
 
 
 def _trace(S, M: sp.csc_matrix) -> float:
@@ -50,8 +51,33 @@ def _trace(S, M: sp.csc_matrix) -> float:
     return float(column_dots(S, M.tocsc(), idx, idx).sum())
 
 
-def residual_gradient(mme, ev, S, derivatives: list[sp.csc_matrix], sigma2: float | None = None) -> np.ndarray:
+def _row_dots(H: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """``(H H')[rows_k, cols_k]`` for every k, in chunks of about ``chunk`` products."""
+    out = np.empty(rows.size)
+    step = max(1, chunk // max(H.shape[1], 1))
+    for start in range(0, rows.size, step):
+        r, c = rows[start:start + step], cols[start:start + step]
+        out[start:start + step] = np.einsum("ij,ij->i", H[r], H[c])
+    return out
+
+
+def _lam_s_lam(mme, theta: np.ndarray, S) -> np.ndarray:
+    """``Lam S Lam'`` on the pattern of ``Z'WZ`` (values in its CSC order)."""
+    lam = mme.lam(theta)
+    pattern = mme.cross.ztwz_pattern
+    if sp.issparse(S):
+        return values_on(lam @ S @ lam.T, pattern_keys(pattern), strict=False)
+    M = np.asarray(lam @ np.asarray(lam @ S).T).T
+    cols = np.repeat(np.arange(pattern.shape[1]), np.diff(pattern.indptr))
+    return M[pattern.indices, cols]
+
+
+def residual_gradient(mme, ev, S, derivatives: list[np.ndarray], sigma2: float | None = None) -> np.ndarray:
     """``d(-2 l)/d eta`` (profiled over ``sigma^2`` unless ``sigma2`` is given), eq. in the module docstring.
+
+    Every term is a trace ``tr(T dW)`` with ``dW`` on the fixed pattern of ``W``, so ``T`` is formed once, on
+    that pattern, and each parameter costs one dot product with the values of its ``dW``:
+    ``T = -R~ + (Lam Cvv^-1 Lam' through Z) + (F Sb^-1 F') + coef e e'`` at the stored positions of W.
 
     Parameters
     ----------
@@ -59,37 +85,27 @@ def residual_gradient(mme, ev, S, derivatives: list[sp.csc_matrix], sigma2: floa
     ev : Evaluation
         At the parameters of interest.
     S : selected inverse of ``Cvv`` at ``ev.theta``.
-    derivatives : list of sparse ``dW/d eta_j``.
+    derivatives : list of ndarray
+        Values of ``dW/d eta_j`` on the pattern of W.
     sigma2 : float, optional
     """
-    res = mme.residual
-    eta = mme.eta(ev.theta)
+    cross = mme.cross
+    rows, cols = cross.w_rows, cross.w_cols
     dof = mme.n - mme.p if mme.reml else mme.n
     coef = dof / ev.pwrss if sigma2 is None else 1.0 / sigma2
-    ZL = (mme.Z @ mme.lam(ev.theta)).tocsc() if mme.q else None
-    use_fixed = mme.reml and mme.p
-    Xs = mme.cross.sparse_X
-    if use_fixed and mme.q == 0 and Xs is not None:
-        # GLS with indicator columns: tr(Sb^-1 X'dWX) over the few entries of the sparse X'dWX
-        sb_inv, info = scipy.linalg.lapack.dpotri(ev.schur_chol, lower=True)
-        sb_inv = np.tril(sb_inv) + np.tril(sb_inv, -1).T
-    elif use_fixed:  # tr(Sb^-1 F'dWF) = tr(H' dW H) with H = F Sb^{-T/2}: no p x p inverse
-        F = mme.X - ZL @ ev.B if mme.q else mme.X
-        H = scipy.linalg.solve_triangular(ev.schur_chol, F.T, lower=True).T
-    out = np.zeros(len(derivatives))
-    for j, dW in enumerate(derivatives):
-        R_on = res.covariance_on(eta, dW)
-        g = -float(R_on.multiply(dW).sum())
-        if mme.q:
-            g += _trace(S, (ZL.T @ dW @ ZL).tocsc())
-        if use_fixed and mme.q == 0 and Xs is not None:
-            M = (Xs.T @ dW @ Xs).tocoo()
-            g += float(sb_inv[M.row, M.col] @ M.data)
-        elif use_fixed:
-            g += float(np.sum(H * (dW @ H)))
-        g += coef * float(ev.resid @ (dW @ ev.resid))
-        out[j] = g
-    return out
+    T = coef * ev.resid[rows] * ev.resid[cols] - mme.residual.covariance_values(mme.eta(ev.theta))
+    if mme.q:
+        T += cross.zz.adjoint(_lam_s_lam(mme, ev.theta, S))
+    if mme.reml and mme.p:
+        if mme.q == 0 and cross.sparse_X is not None:
+            # GLS with indicator columns: tr(Sb^-1 X'dWX) through the map of X'WX
+            sb_inv, _ = scipy.linalg.lapack.dpotri(ev.schur_chol, lower=True)
+            T += cross.xx.adjoint(np.tril(sb_inv) + np.tril(sb_inv, -1).T)
+        else:  # tr(Sb^-1 F'dWF) = tr(H' dW H) with H = F Sb^{-T/2}: no p x p inverse
+            F = mme.X - (mme.Z @ mme.lam(ev.theta)) @ ev.B if mme.q else mme.X
+            H = scipy.linalg.solve_triangular(ev.schur_chol, np.asarray(F).T, lower=True).T
+            T += _row_dots(H, rows, cols)
+    return np.array([float(T @ dw) for dw in derivatives])
 
 
 def grouping_gradient(mme, ev, S, sigma2: float | None = None) -> np.ndarray:

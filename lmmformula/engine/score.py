@@ -105,8 +105,9 @@ class ScoreMixin:
             Q[:, i] = self.Z @ (lam_i_v + lam @ self.k_times(lam_it_zte, ev.theta))
         return trace, quad, Q
 
-    def residual_derivatives(self, theta: np.ndarray) -> list[sp.csc_matrix]:
-        """``dW/d eta_j`` for every residual parameter at ``theta`` (cached for the last value)."""
+    def residual_derivatives(self, theta: np.ndarray) -> list[np.ndarray]:
+        """Values of ``dW/d eta_j`` on the pattern of W for every residual parameter at ``theta`` (cached for
+        the last value)."""
         key = tuple(float(x) for x in self.eta(theta))
         if self._dw_cache is None or self._dw_cache[0] != key:
             self._dw_cache = (key, [precision_derivative(self.residual, np.asarray(key), j)
@@ -138,7 +139,7 @@ class ScoreMixin:
         if j < self.n_kappa:
             dK = self.levels.derivative(self.kappa(ev.theta), j)
             return -self.Z @ (self.lam(ev.theta) @ self.k_times(dK @ ev.v, ev.theta))
-        dW = self.residual_derivatives(ev.theta)[j - self.n_kappa]
+        dW = self.residual.on_pattern(self.residual_derivatives(ev.theta)[j - self.n_kappa])
         return -self.cross.covariance_times(self.eta(ev.theta), dW @ ev.resid)
 
     def profiled_gradient(self, theta: np.ndarray) -> np.ndarray:
