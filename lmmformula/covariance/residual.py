@@ -134,20 +134,23 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         n_cells = self.n_cells
         return float(sum((n_cells / d.size) * d.log_det(e) for d, e in zip(self.dimensions, self.split(eta))))
 
-    def precision_derivative(self, eta: np.ndarray, j: int) -> np.ndarray | None:
-        """``dR~_oo^-1 / d eta_j`` in observation order, as values on :meth:`precision_pattern` (a Kronecker
-        product with one differentiated factor, or the derivative of the Schur complement when cells are
-        unobserved); None for very long dimensions with unobserved cells (the caller differentiates
-        numerically)."""
-        offsets = np.cumsum([0] + [d.n_params for d in self.dimensions])
-        dim = int(np.searchsorted(offsets, j, side="right") - 1)
+    def _parameters(self) -> list[tuple[int, int]]:
+        """(dimension, index within the dimension) of every parameter."""
+        return [(i, k) for i, d in enumerate(self.dimensions) for k in range(d.n_params)]
+
+    def precision_derivatives(self, eta: np.ndarray) -> list[np.ndarray] | None:
+        """``dR~_oo^-1 / d eta_j`` for every parameter, in observation order, as values on
+        :meth:`precision_pattern` (a Kronecker product with one differentiated factor, or the derivative of the
+        Schur complement when cells are unobserved); None for very long dimensions with unobserved cells (the
+        caller differentiates numerically)."""
         if self._gather_plan() is not None:
             if self.cells.size != self.n_cells:
-                return self._schur(eta, (dim, j - offsets[dim]))
-            return self._gathered(eta, (dim, j - offsets[dim]))
+                return self._schur(eta, derivatives=True)
+            return [self._gathered(eta, dj) for dj in self._parameters()]
         if self.cells.size != self.n_cells:
             return None
-        return self._on_pattern(self.full_precision_derivative(eta, j)[self.cells][:, self.cells])
+        obs = self.cells
+        return [self._on_pattern(self.full_precision_derivative(eta, j)[obs][:, obs]) for j in range(self.n_params)]
 
     def _schur_plan(self):
         """Index arrays for :meth:`_schur`: grid positions of the observed cells and of each group of
@@ -184,36 +187,36 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             out = out * ((a == b).astype(float) if Q is None else Q[a, b])
         return out
 
-    def _schur(self, eta: np.ndarray, derivative: tuple[int, int] | None = None):
-        """Values on the pattern of the observed-cell precision ``W_oo - W_om W_mm^-1 W_mo`` (and ``log|R~_oo|``), or its derivative in one
-        parameter, from entries gathered out of dense per-dimension factors, one group of unobserved cells at a
-        time (``dS = dW_oo - sum_g (dB A^-1 B' + B A^-1 dB' - B A^-1 dA A^-1 B')``, ``A = W_gg``, ``B = W_og``)."""
-        indptr, indices, shape, index = self._gather_plan()
+    def _schur(self, eta: np.ndarray, derivatives: bool = False):
+        """Values on the pattern of the observed-cell precision ``W_oo - W_om W_mm^-1 W_mo`` and ``log|R~_oo|``,
+        or (``derivatives``) the list of its derivatives in every parameter, from entries gathered out of dense
+        per-dimension factors, one group of unobserved cells at a time
+        (``dS = dW_oo - sum_g (dB A^-1 B' + B A^-1 dB' - B A^-1 dA A^-1 B')``, ``A = W_gg``, ``B = W_og``)."""
         obs_pos = [d.positions for d in self.dimensions]
-        cols = np.repeat(np.arange(shape[1]), np.diff(indptr))
         Qs = self._dense_factors(eta, None)
+        params = self._parameters() if derivatives else [None]
         # entries of dW are products with one differentiated factor (the parameter belongs to one dimension)
-        dQs = self._dense_factors(eta, derivative) if derivative is not None else None
-        vals = self._entries(dQs if derivative is not None else Qs,
-                             [p[indices] for p in obs_pos], [p[cols] for p in obs_pos])
+        dQs = [self._dense_factors(eta, dj) for dj in params] if derivatives else [Qs]
+        vals = [self._gathered(eta, dj) for dj in params]
         logdet_mm = 0.0
         for mpos, nb, where in self._schur_plan():
             A = self._entries(Qs, [p[:, None] for p in mpos], [p[None, :] for p in mpos])
             B = self._entries(Qs, [p[nb][:, None] for p in obs_pos], [p[None, :] for p in mpos])
             chol = np.linalg.cholesky(A)
-            if derivative is None:
+            if not derivatives:
                 logdet_mm += 2.0 * float(np.log(np.diag(chol)).sum())
                 half = scipy.linalg.solve_triangular(chol, B.T, lower=True)
-                vals[where] -= (half.T @ half).ravel()
+                vals[0][where] -= (half.T @ half).ravel()
                 continue
-            dA = self._entries(dQs, [p[:, None] for p in mpos], [p[None, :] for p in mpos])
-            dB = self._entries(dQs, [p[nb][:, None] for p in obs_pos], [p[None, :] for p in mpos])
             M = scipy.linalg.cho_solve((chol, True), B.T)          # A^-1 B'
-            dU = dB @ M
-            vals[where] -= (dU + dU.T - M.T @ dA @ M).ravel()
-        if derivative is not None:
+            for dQ, v in zip(dQs, vals):
+                dA = self._entries(dQ, [p[:, None] for p in mpos], [p[None, :] for p in mpos])
+                dB = self._entries(dQ, [p[nb][:, None] for p in obs_pos], [p[None, :] for p in mpos])
+                dU = dB @ M
+                v[where] -= (dU + dU.T - M.T @ dA @ M).ravel()
+        if derivatives:
             return vals
-        return vals, logdet_mm + self.log_det(eta)
+        return vals[0], logdet_mm + self.log_det(eta)
 
     def full_precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix:
         """``dW/d eta_j`` on the full grid: the Kronecker product with dimension d's ``dQ_d``."""

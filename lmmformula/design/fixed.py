@@ -92,7 +92,8 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         Non-numeric or constant response, or a transform producing missing values.
     """
     try:
-        mm = Formula(to_formulaic(f"{response} ~ {fixed}")).get_model_matrix(frame, na_action="raise")
+        mm = Formula(to_formulaic(f"{response} ~ {fixed}")).get_model_matrix(frame, na_action="raise",
+                                                                                  output="numpy")
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if any(w in msg.lower() for w in ("missing", "nan", "null")):
@@ -119,7 +120,7 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
     if np.ptp(y) == 0:
         raise DataError(f"the response '{response}' is constant ({y[0]!r}); a variance cannot be estimated")
     X = np.asarray(rhs, dtype=float)
-    full_names = [str(c) for c in rhs.columns]
+    full_names = [str(c) for c in rhs.model_spec.column_names]
     kept = _independent_columns(X)
     full_names = [_restore_r_calls(c, fixed) for c in full_names]
     dropped = tuple(r_style_name(full_names[j]) for j in range(X.shape[1]) if j not in set(kept))

@@ -299,7 +299,7 @@ def _known_for(term: RandomTerm, matrices: dict) -> KnownMatrix | None:
 
 def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[np.ndarray, tuple[str, ...]]:
     try:
-        mm = Formula(to_formulaic(term.expr)).get_model_matrix(frame, na_action="raise")
+        mm = Formula(to_formulaic(term.expr)).get_model_matrix(frame, na_action="raise", output="numpy")
     except Exception as exc:
         raise FormulaSyntaxError(
             f"formulaic cannot build the random term's left side '{term.expr}': {str(exc).splitlines()[0]}",
@@ -307,7 +307,7 @@ def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[n
             term.position,
         ) from None
     Xk = np.asarray(mm, dtype=float)
-    names = tuple(r_style_name(_restore_r_calls(str(c), term.expr)) for c in mm.columns)
+    names = tuple(r_style_name(_restore_r_calls(str(c), term.expr)) for c in mm.model_spec.column_names)
     if Xk.shape[1] > 1 and np.linalg.matrix_rank(Xk) < Xk.shape[1]:
         raise DataError(
             f"the columns {', '.join(names)} of the random term '({term.expr} | {term.group_name})' are "

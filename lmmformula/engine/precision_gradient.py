@@ -25,19 +25,23 @@ import scipy.sparse as sp
 from ..sparsepattern import pattern_keys, values_on
 from .selinv import column_dots
 
-__all__ = ["residual_gradient", "grouping_gradient", "precision_derivative"]
+__all__ = ["residual_gradient", "grouping_gradient", "precision_derivatives"]
 
 
-def precision_derivative(residual, eta: np.ndarray, j: int, h: float = 1e-6) -> np.ndarray:
-    """``dW/d eta_j`` as values on the residual precision's pattern: analytic, or a central difference of the
-    observed precision (a Schur complement) for very long dimensions with unobserved cells."""
-    dW = residual.precision_derivative(eta, j)
+def precision_derivatives(residual, eta: np.ndarray, h: float = 1e-6) -> list[np.ndarray]:
+    """``dW/d eta_j`` for every residual parameter as values on the residual precision's pattern: analytic, or
+    central differences of the observed precision (a Schur complement) for very long dimensions with
+    unobserved cells."""
+    dW = residual.precision_derivatives(eta)
     if dW is not None:
         return dW
-    e = np.zeros(np.size(eta))
-    e[j] = h
-    return (residual.precision_values(np.asarray(eta) + e)[0]
-            - residual.precision_values(np.asarray(eta) - e)[0]) / (2.0 * h)
+    out = []
+    for j in range(np.size(eta)):
+        e = np.zeros(np.size(eta))
+        e[j] = h
+        out.append((residual.precision_values(np.asarray(eta) + e)[0]
+                    - residual.precision_values(np.asarray(eta) - e)[0]) / (2.0 * h))
+    return out
 
 
 def _trace(S, M: sp.csc_matrix) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from .precision_gradient import grouping_gradient, precision_derivative, residual_gradient
+from .precision_gradient import grouping_gradient, precision_derivatives, residual_gradient
 from .selinv import column_dots
 
 __all__ = ["ScoreMixin", "Derivatives"]
@@ -110,8 +110,7 @@ class ScoreMixin:
         the last value)."""
         key = tuple(float(x) for x in self.eta(theta))
         if self._dw_cache is None or self._dw_cache[0] != key:
-            self._dw_cache = (key, [precision_derivative(self.residual, np.asarray(key), j)
-                                    for j in range(self.n_eta)])
+            self._dw_cache = (key, precision_derivatives(self.residual, np.asarray(key)))
         return self._dw_cache[1]
 
     def _eta_gradient(self, theta: np.ndarray, sigma2: float | None = None, ev=None,
