@@ -32,9 +32,7 @@ def variance_information(mme: MixedModelEquations, ev: Evaluation) -> np.ndarray
             w[mme.offsets[k]:mme.offsets[k + 1]] = (zte @ D).ravel()
             cols.append(mme.Z @ mme.k_times(w, ev.theta))
     cols.append(ev.resid.copy())
-    for j in range(mme.n_kappa + mme.n_eta):
-        cols.append(ev.sigma2 * mme._eta_variate(ev, j))
-    Q = np.column_stack(cols) / ev.sigma2
+    Q = np.column_stack(cols + [ev.sigma2 * mme.precision_variates(ev)]) / ev.sigma2
     PQ = mme.project(ev, Q)
     ai = Q.T @ PQ / (2.0 * ev.sigma2)
     return 0.5 * (ai + ai.T)

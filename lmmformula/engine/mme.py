@@ -253,7 +253,7 @@ class MixedModelEquations(ScoreMixin):
     def evaluate(self, theta: np.ndarray) -> Evaluation:
         """Solve the MME and compute the profiled objective at ``theta`` (eq. in module docstring)."""
         theta = np.asarray(theta, dtype=float)
-        lam = self.lam(theta)
+        lam = self.lam(theta) if self.q else None
         prod = self.products(theta)
         fac = self.factorize(theta, lam)
         if self.q:
@@ -301,9 +301,13 @@ class MixedModelEquations(ScoreMixin):
         Uses ``P~ q = W (q - X b_q - Z Lam v_q)`` where ``(b_q, v_q)`` solve the scaled MME with
         right-hand side ``[X'Wq; Lam'Z'Wq]``.
         """
-        lam = self.lam(ev.theta)
         prod = self.products(ev.theta)
         WQ = prod.weight(Q)
+        if self.q == 0:  # GLS: P~ q = W (q - X b_q)
+            if not (self.reml and self.p):
+                return WQ
+            return WQ - prod.weight(self.X @ scipy.linalg.cho_solve((ev.schur_chol, True), self.X.T @ WQ))
+        lam = self.lam(ev.theta)
         rv = lam.T @ (self.Z.T @ WQ)
         cv = self.factor_at(ev.theta).solve(rv)
         if self.reml and self.p:

@@ -46,13 +46,13 @@ class ScoreMixin:
         The average information uses the working variates ``q_i = dV_i P y = Z (Lam_i v + Lam Lam_i' Z'We)``
         (Gilmour, Thompson & Cullis 1995), ``AI_ij = q_i' P q_j / 2``, with ``sigma^2`` eliminated by a
         Schur complement.  For a grouping parameter kappa_j or a residual parameter eta_j the gradient is a
-        central difference of the exact objective; the working variates are in :meth:`_eta_variate`.
+        central difference of the exact objective; the working variates are in :meth:`precision_variates`.
         """
         S = self.factor_at(ev.theta).selected_inverse()
         g_theta, Q = self._theta_score(ev, S, ev.sigma2)
         grad = np.concatenate([g_theta, self._eta_gradient(ev.theta, ev=ev, S=S)])
         if self.n_kappa + self.n_eta:
-            Q = np.column_stack([Q] + [self._eta_variate(ev, j) for j in range(self.n_kappa + self.n_eta)])
+            Q = np.column_stack([Q, self.precision_variates(ev)])
             self.factor_at(ev.theta)
         PQ = self.project(ev, Q)
         eQ = ev.w_resid @ Q
@@ -129,17 +129,26 @@ class ScoreMixin:
                 out[:self.n_kappa] = grouping_gradient(self, ev, S, sigma2)
         return out
 
-    def _eta_variate(self, ev, j: int) -> np.ndarray:
-        """Working variate of precision parameter j (``dV_j P y / sigma^2``).
+    def _kappa_variate(self, ev, j: int) -> np.ndarray:
+        """Working variate of grouping parameter j (``dV_j P y / sigma^2``):
+        ``Z Lam (dK~/dkappa) Lam'Z'We = -Z Lam K~ (dK~^-1/dkappa) v`` (using ``K~^-1 v = Lam'Z'We`` at the
+        solution of the MME)."""
+        dK = self.levels.derivative(self.kappa(ev.theta), j)
+        return -self.Z @ (self.lam(ev.theta) @ self.k_times(dK @ ev.v, ev.theta))
 
-        A grouping parameter: ``Z Lam (dK~/dkappa) Lam'Z'We = -Z Lam K~ (dK~^-1/dkappa) v`` (using
-        ``K~^-1 v = Lam'Z'We`` at the solution of the MME).  A residual parameter: ``-R~ (dW/d eta) e``.
-        """
-        if j < self.n_kappa:
-            dK = self.levels.derivative(self.kappa(ev.theta), j)
-            return -self.Z @ (self.lam(ev.theta) @ self.k_times(dK @ ev.v, ev.theta))
-        dW = self.residual.on_pattern(self.residual_derivatives(ev.theta)[j - self.n_kappa])
-        return -self.cross.covariance_times(self.eta(ev.theta), dW @ ev.resid)
+    def precision_variates(self, ev) -> np.ndarray:
+        """Working variates of the grouping then the residual parameters, n x (n_kappa + n_eta); a residual
+        parameter's is ``dV_j P y / sigma^2 = -R~ (dW/d eta_j) e``."""
+        cols = [self._kappa_variate(ev, j) for j in range(self.n_kappa)]
+        if self.n_eta:
+            cols.append(self._eta_variates(ev))
+        return np.column_stack(cols) if cols else np.zeros((self.n, 0))
+
+    def _eta_variates(self, ev) -> np.ndarray:
+        """Working variates of the residual parameters (see :meth:`precision_variates`)."""
+        dWe = np.column_stack([self.residual.on_pattern(dw) @ ev.resid
+                               for dw in self.residual_derivatives(ev.theta)])
+        return -self.cross.covariance_times(self.eta(ev.theta), dWe)
 
     def profiled_gradient(self, theta: np.ndarray) -> np.ndarray:
         """Gradient of the profiled deviance at ``theta`` (no AI, no EM step)."""
