@@ -8,6 +8,11 @@ diagonal entry of a factor through 0 is reflected (the column is negated,
 which leaves the covariance unchanged), so the bound ``Lk[j, j] >= 0`` never
 stops a step half-way.
 
+For models with correlation parameters (residual structures, structured groupings, structured terms), AI
+leaves out the second derivatives of ``V`` in the parameters that enter it non-linearly, and AI steps then
+converge only linearly; near the optimum the AI matrix is corrected by a secant update (Dennis, Gay & Welsch
+1981: AI plays the part of Gauss-Newton's ``J'J`` in NL2SOL), which makes the last steps superlinear.
+
 When the AI matrix models the curvature poorly (two steps whose gain differs
 from the predicted gain by more than a factor of 4, typical on ridges near a
 singular covariance matrix where AI steps zig-zag, or an AI step that cannot
@@ -157,6 +162,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
     releases: dict[int, int] = {}
     converged, crit, message = False, np.inf, ""
     newton_mode, poor_ai, slow_steps, prev_crit = False, 0, 0, np.inf
+    secant = _SecantCorrection() if (mme.n_eta or mme.n_kappa or mme.structured) else None
 
     def log(it, alg, e, step):
         rec = IterationRecord(it, alg, -0.5 * e.deviance, step, tuple(float(x) for x in e.theta))
@@ -179,6 +185,17 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         if free.any():
             direction[free] = _solve_psd(der.ai[np.ix_(free, free)], score[free])
         crit = float(score[free] @ direction[free]) if free.any() else 0.0
+        corrected = False
+        if secant is not None:
+            # near the optimum (AI decrement below SECANT_FROM) the corrected AI models the curvature better
+            near = prev_crit < SECANT_FROM
+            secant.update(theta, 0.5 * der.gradient, der.ai, keep=near)
+            if near and free.any():
+                curvature = secant.model(der.ai, free)
+                if curvature is not der.ai:
+                    direction[free] = _solve_psd(curvature[np.ix_(free, free)], score[free])
+                    corrected = True
+        gain = float(score[free] @ direction[free]) if free.any() else 0.0  # predicted by the model used
         if (it > em_steps or algorithm == "EM") and crit < tol and last_change < tol:
             newly = _release_boundary(mme, ev, held, releases)
             if newly is None:
@@ -193,10 +210,11 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
             if not newton_mode:
                 new_ev, step = _line_search(mme, ev, direction)
                 if new_ev is not None and crit > 1e-6:
-                    predicted = (step - 0.5 * step**2) * crit
+                    predicted = (step - 0.5 * step**2) * gain
                     ratio = 0.5 * (ev.deviance - new_ev.deviance) / predicted
                     poor_ai = poor_ai + 1 if not 0.25 <= ratio <= 4.0 else 0
-                    slow = step == 1.0 and crit > 0.3 * prev_crit  # full steps converging only linearly
+                    # full steps converging only linearly (unless the secant correction is taking care of it)
+                    slow = step == 1.0 and crit > 0.3 * prev_crit and not corrected
                     slow_steps = slow_steps + 1 if slow else 0
                     newton_mode = poor_ai >= 2 or slow_steps >= 2 or it > em_steps + 20
             if new_ev is None or newton_mode:
@@ -210,7 +228,11 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
                 message = "no step improves the objective and the EM step leaves the admissible region"
                 break
         prev_crit = crit
+        expected = ev.theta + step * (direction if alg == "AI" else 0.0)
         new_ev = _snap_to_bound(mme, new_ev)
+        if secant is not None:
+            secant.step_taken(ev.theta, new_ev.theta, 0.5 * der.gradient,
+                              alg == "AI" and np.allclose(new_ev.theta, expected, rtol=0, atol=1e-12))
         last_change = abs(ev.deviance - new_ev.deviance) / 2.0
         ev, theta = new_ev, new_ev.theta
         log(it, alg, ev, step)
@@ -220,6 +242,60 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
                                                   | (theta >= mme.upper - SINGULAR_TOL)))
     return OptimizerResult(theta=theta, converged=converged, n_iter=it, history=tuple(history),
                            criterion=crit, at_boundary=bounds, message=message, tol=tol)
+
+
+SECANT_FROM = 0.1  # the decrement (log-likelihood units) below which secant pairs are collected and used
+
+
+class _SecantCorrection:
+    """A correction ``S`` to the average information, updated so that ``AI + S`` satisfies the secant
+    equation ``(AI_k+1 + S) s = g_k+1 - g_k`` (the structured quasi-Newton update of Dennis, Gay & Welsch 1981,
+    as in NL2SOL, with AI in the role of Gauss-Newton's ``J'J``).  AI leaves out the second derivatives of
+    ``V`` in parameters that enter it non-linearly (correlations), so AI steps alone converge only linearly
+    there; the correction restores superlinear convergence.  It is dropped (and restarted) whenever a step
+    was not a plain AI step along the computed direction (halved steps are kept: the secant pair holds for
+    any step length)."""
+
+    def __init__(self):
+        self.S = None
+        self._pair = None
+
+    def step_taken(self, theta, new_theta, gradient, plain: bool) -> None:
+        self._pair = (np.array(theta), np.array(new_theta), np.array(gradient)) if plain else None
+        if not plain:
+            self.S = None
+
+    def update(self, theta, gradient, ai, keep: bool = True) -> None:
+        """Add the last step's secant pair (``keep=False``: drop the correction instead)."""
+        if not keep:
+            self.S, self._pair = None, None
+        if self._pair is None:
+            return
+        old, new, g_old = self._pair
+        self._pair = None
+        if not np.array_equal(new, theta):
+            self.S = None
+            return
+        s = new - old
+        ss = float(s @ s)
+        if ss == 0.0:
+            return
+        S = np.zeros_like(ai) if self.S is None else self.S
+        r = (gradient - g_old) - ai @ s - S @ s
+        rs = float(r @ s)
+        self.S = S + (np.outer(r, s) + np.outer(s, r)) / ss - rs * np.outer(s, s) / ss**2
+
+    def model(self, ai, free) -> np.ndarray:
+        """``AI + S`` when positive definite on the free parameters, else ``AI``."""
+        if self.S is None:
+            return ai
+        H = ai + self.S
+        try:
+            np.linalg.cholesky(H[np.ix_(free, free)])
+        except np.linalg.LinAlgError:
+            self.S = None
+            return ai
+        return H
 
 
 def _snap_to_bound(mme: MixedModelEquations, ev: Evaluation, small: float = 1e-4) -> Evaluation:
