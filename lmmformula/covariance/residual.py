@@ -115,9 +115,16 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
     def covariance_values(self, eta: np.ndarray) -> np.ndarray:
         """Entries of ``R~_oo`` (observation order) at the stored positions of :meth:`precision_pattern`:
         ``R~[i, j] = prod_d R_d[pos_d(i), pos_d(j)]``."""
+        Rs = [None if d.kind == "id" else d.matrix(e) for d, e in zip(self.dimensions, self.split(eta))]
+        plan = self._gather_plan()
+        if plan is not None:  # positions of the pattern's entries are stored (identities: equal positions)
+            vals = np.ones(plan[1].size)
+            for R, index in zip(Rs, plan[3]):
+                if R is not None:
+                    vals *= R[index[0], index[1]]
+            return vals
         P = self.precision_pattern()
         rows, cols = P.indices, np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
-        Rs = [None if d.kind == "id" else d.matrix(e) for d, e in zip(self.dimensions, self.split(eta))]
         vals = self._entries(Rs, [d.positions[rows] for d in self.dimensions],
                              [d.positions[cols] for d in self.dimensions])
         return np.broadcast_to(vals, rows.shape).astype(float)
@@ -153,8 +160,9 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         return [self._on_pattern(self.full_precision_derivative(eta, j)[obs][:, obs]) for j in range(self.n_params)]
 
     def _schur_plan(self):
-        """Index arrays for :meth:`_schur`: grid positions of the observed cells and of each group of
-        unobserved cells, the group's observed neighbours, and where its update lands in the pattern."""
+        """Index arrays for :meth:`_schur`, per group of unobserved cells: the grid positions (per non-identity
+        dimension) of the entries of its block ``A = W_gg`` and of its border ``B = W_og`` with the observed
+        neighbours, and where the group's update lands in the pattern."""
         if "_schur_cache" not in self.__dict__:
             indptr, indices, shape, _ = self._gather_plan()
             keys = np.repeat(np.arange(shape[1]), np.diff(indptr)).astype(np.int64) * shape[0] + indices
@@ -165,9 +173,26 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             for comp, nb in zip(plan.components, plan.neighbours):
                 where = np.searchsorted(keys, (np.tile(nb, nb.size).astype(np.int64) * shape[0]
                                                + np.repeat(nb, nb.size)))
-                groups.append(([mp[comp] for mp in miss_pos], nb, where))
+                a_idx, b_idx = [], []
+                for d, mp in zip(self.dimensions, miss_pos):
+                    m = mp[comp]
+                    a_pair = (m[:, None], m[None, :])
+                    b_pair = (d.positions[nb][:, None], m[None, :])
+                    if d.kind == "id":  # identity: entries vanish off the diagonal of this dimension
+                        a_pair, b_pair = (a_pair[0] == a_pair[1]).astype(float), (b_pair[0] == b_pair[1]).astype(float)
+                    a_idx.append(a_pair)
+                    b_idx.append(b_pair)
+                groups.append((a_idx, b_idx, where))
             object.__setattr__(self, "_schur_cache", groups)
         return self.__dict__["_schur_cache"]
+
+    @staticmethod
+    def _block(Qs, index) -> np.ndarray:
+        """``prod_d Q_d[index_d]`` for index pairs from :meth:`_schur_plan` (a fixed 0/1 mask for identities)."""
+        out = 1.0
+        for Q, idx in zip(Qs, index):
+            out = out * (idx if Q is None else Q[idx[0], idx[1]])
+        return out
 
     def _dense_factors(self, eta: np.ndarray, derivative: tuple[int, int] | None) -> list[np.ndarray | None]:
         """Dense ``Q_d`` (``dQ_d`` for the differentiated dimension) per dimension; None for identities."""
@@ -192,16 +217,15 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         or (``derivatives``) the list of its derivatives in every parameter, from entries gathered out of dense
         per-dimension factors, one group of unobserved cells at a time
         (``dS = dW_oo - sum_g (dB A^-1 B' + B A^-1 dB' - B A^-1 dA A^-1 B')``, ``A = W_gg``, ``B = W_og``)."""
-        obs_pos = [d.positions for d in self.dimensions]
         Qs = self._dense_factors(eta, None)
         params = self._parameters() if derivatives else [None]
         # entries of dW are products with one differentiated factor (the parameter belongs to one dimension)
         dQs = [self._dense_factors(eta, dj) for dj in params] if derivatives else [Qs]
         vals = [self._gathered(eta, dj) for dj in params]
         logdet_mm = 0.0
-        for mpos, nb, where in self._schur_plan():
-            A = self._entries(Qs, [p[:, None] for p in mpos], [p[None, :] for p in mpos])
-            B = self._entries(Qs, [p[nb][:, None] for p in obs_pos], [p[None, :] for p in mpos])
+        for a_idx, b_idx, where in self._schur_plan():
+            A = self._block(Qs, a_idx)
+            B = self._block(Qs, b_idx)
             chol = np.linalg.cholesky(A)
             if not derivatives:
                 logdet_mm += 2.0 * float(np.log(np.diag(chol)).sum())
@@ -210,10 +234,8 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
                 continue
             M = scipy.linalg.cho_solve((chol, True), B.T)          # A^-1 B'
             for dQ, v in zip(dQs, vals):
-                dA = self._entries(dQ, [p[:, None] for p in mpos], [p[None, :] for p in mpos])
-                dB = self._entries(dQ, [p[nb][:, None] for p in obs_pos], [p[None, :] for p in mpos])
-                dU = dB @ M
-                v[where] -= (dU + dU.T - M.T @ dA @ M).ravel()
+                dU = self._block(dQ, b_idx) @ M
+                v[where] -= (dU + dU.T - M.T @ self._block(dQ, a_idx) @ M).ravel()
         if derivatives:
             return vals
         return vals[0], logdet_mm + self.log_det(eta)
