@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 
 from ..sparsepattern import pattern_keys, values_on
@@ -226,13 +225,11 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         for a_idx, b_idx, where in self._schur_plan():
             A = self._block(Qs, a_idx)
             B = self._block(Qs, b_idx)
-            chol = np.linalg.cholesky(A)
+            M = np.linalg.solve(A, B.T)          # A^-1 B' (A: a small principal block of a precision)
             if not derivatives:
-                logdet_mm += 2.0 * float(np.log(np.diag(chol)).sum())
-                half = scipy.linalg.solve_triangular(chol, B.T, lower=True)
-                vals[0][where] -= (half.T @ half).ravel()
+                logdet_mm += float(np.linalg.slogdet(A)[1])
+                vals[0][where] -= (B @ M).ravel()
                 continue
-            M = scipy.linalg.cho_solve((chol, True), B.T)          # A^-1 B'
             for dQ, v in zip(dQs, vals):
                 dU = self._block(dQ, b_idx) @ M
                 v[where] -= (dU + dU.T - M.T @ self._block(dQ, a_idx) @ M).ravel()
