@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/run.py            # all cases, with lme4 and statsmodels when available
     python benchmarks/run.py --quick    # small cases, lmmformula only (what CI runs)
+    python benchmarks/run.py --only AR1  # the cases whose name contains "AR1"
 
 For each case it prints n, the size of the random block of C, lmmformula's median time over
 repeats (after import and JIT warm-up), its iterations and peak memory, the same fit's median time in
@@ -158,10 +159,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small cases, lmmformula only")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     args = ap.parse_args(argv)
     rows, failed = [], False
     for name, loader, formula, sm_spec, quick in CASES:
-        if args.quick and not quick:
+        if (args.quick and not quick) or (args.only and args.only not in name):
             continue
         data = loader()
         t, fit = time_lmmformula(data, formula, args.repeats)
