@@ -31,6 +31,44 @@ def test_takahashi_equals_dense_inverse_on_the_pattern(n, density, seed):
     np.testing.assert_allclose(f.solve(b), inv @ b, rtol=1e-8, atol=1e-10)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 7), st.integers(0, 10_000))
+def test_bilinear_map_equals_dense_products_and_traces(n, m, seed):
+    """BilinearMap: M'WN from W's values, and its adjoints give tr(T' M'dWN) for any dW on W's pattern."""
+    from lmmformula.engine.crossproducts import BilinearMap
+    from lmmformula.sparsepattern import pattern_keys
+
+    rng = np.random.default_rng(seed)
+    W = sp.random(n, n, density=0.3, random_state=rng)
+    W = (W + W.T + sp.identity(n)).tocsc()
+    W.sort_indices()
+    rows, cols = W.indices, np.repeat(np.arange(n), np.diff(W.indptr))
+    M = sp.random(n, m, density=0.4, random_state=rng, format="csc")
+    N = sp.random(n, m + 1, density=0.4, random_state=rng, format="csc")
+    dW = W.copy()
+    dW.data = rng.normal(size=W.nnz)
+    dW = (dW + dW.T).tocsc()  # same (symmetric) pattern, other values
+    dW.sort_indices()
+    exact = (M.T @ dW @ N).toarray()
+    mn = BilinearMap(M, N, rows, cols)
+    np.testing.assert_allclose(mn(dW.data), exact, atol=1e-12)
+    T = rng.normal(size=exact.shape)
+    assert mn.adjoint(T) @ dW.data == pytest.approx(np.sum(T * exact), abs=1e-10)
+    # symmetric M'WM, the adjoint reading the lower triangle only (upper triangle: noise)
+    mm = BilinearMap(M, M, rows, cols)
+    Ts = rng.normal(size=(m, m))
+    Ts = Ts + Ts.T
+    noisy = np.tril(Ts) + np.triu(rng.normal(size=(m, m)), 1)
+    exact_mm = (M.T @ dW @ M).toarray()
+    assert mm.adjoint_lower(noisy) @ dW.data == pytest.approx(np.sum(Ts * exact_mm), abs=1e-10)
+    # output on a fixed sparse pattern
+    P = (abs(M).T @ abs(W) @ abs(M)).tocsc()
+    P.sort_indices()
+    on = BilinearMap(M, M, rows, cols, pattern_keys(P))
+    got = sp.csc_matrix((on(dW.data), P.indices, P.indptr), shape=P.shape).toarray()
+    np.testing.assert_allclose(got, exact_mm, atol=1e-12)
+
+
 def test_column_dots_sparse_equals_dense():
     rng = np.random.default_rng(1)
     A = sp.random(30, 30, density=0.2, random_state=rng)

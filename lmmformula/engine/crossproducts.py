@@ -53,9 +53,14 @@ class BilinearMap:
             out, n_out = a * self.shape[1] + b, self.shape[0] * self.shape[1]
         else:
             out, n_out = np.searchsorted(out_keys, b * self.shape[0] + a), out_keys.size
-        G = sp.csr_matrix((A.data[ia] * B.data[ib], (out, k)), shape=(n_out, rows.size))
+        vals = A.data[ia] * B.data[ib]
+        G = sp.csr_matrix((vals, (out, k)), shape=(n_out, rows.size))
         self._G, self._Gt = G, G.T.tocsr()
         self._dense = out_keys is None
+        self._Gt_lower = None
+        if out_keys is None and M is N:  # symmetric M'WM: adjoint reading the lower triangle only
+            lower = np.maximum(a, b) * self.shape[1] + np.minimum(a, b)
+            self._Gt_lower = sp.csr_matrix((vals, (k, lower)), shape=(rows.size, n_out))
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         """``M'WN``: dense, or its values on the output pattern."""
@@ -65,6 +70,11 @@ class BilinearMap:
     def adjoint(self, T: np.ndarray) -> np.ndarray:
         """``t`` with ``t . dw = tr(T' M'dWN)`` (``T`` dense, or values on the output pattern)."""
         return self._Gt @ np.ravel(T)
+
+    def adjoint_lower(self, T: np.ndarray) -> np.ndarray:
+        """:meth:`adjoint` of a symmetric ``T`` given by its lower triangle (the upper one is not read; for
+        ``M'WM`` maps with dense output, e.g. the inverse from LAPACK ``potri``)."""
+        return self._Gt_lower @ np.ravel(T)
 
 
 @dataclass(frozen=True)

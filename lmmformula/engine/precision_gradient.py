@@ -104,7 +104,7 @@ def residual_gradient(mme, ev, S, derivatives: list[np.ndarray], sigma2: float |
         if mme.q == 0 and cross.sparse_X is not None:
             # GLS with indicator columns: tr(Sb^-1 X'dWX) through the map of X'WX
             sb_inv, _ = scipy.linalg.lapack.dpotri(ev.schur_chol, lower=True)
-            T += cross.xx.adjoint(np.tril(sb_inv) + np.tril(sb_inv, -1).T)
+            T += cross.xx.adjoint_lower(sb_inv)
         else:  # tr(Sb^-1 F'dWF) = tr(H' dW H) with H = F Sb^{-T/2}: no p x p inverse
             F = mme.X - (mme.Z @ mme.lam(ev.theta)) @ ev.B if mme.q else mme.X
             H = scipy.linalg.solve_triangular(ev.schur_chol, np.asarray(F).T, lower=True).T
