@@ -28,6 +28,7 @@ class Design:
     random: tuple[RandomBlock, ...]
     residual: ResidualStructure | None
     n_dropped: int
+    frame: object  # the complete-case rows the model is fitted to (pandas.DataFrame, never modified)
 
 
 class LMM:
@@ -72,7 +73,7 @@ class LMM:
             )
         self.formula = formula
         self.design = Design(parsed=parsed, fixed=fixed, random=random, residual=residual,
-                             n_dropped=frame.n_dropped)
+                             n_dropped=frame.n_dropped, frame=frame.data)
 
     @classmethod
     def from_formula(cls, formula: str, data, **kwargs) -> "LMM":
@@ -159,4 +160,4 @@ class LMM:
             )
         return FitResult(formula=self.formula, method=method, mme=mme, evaluation=ev, optimizer=opt,
                          fixed_names=d.fixed.names, dropped_fixed=d.fixed.dropped, response=d.fixed.response,
-                         n_dropped=d.n_dropped, algorithm=algorithm)
+                         n_dropped=d.n_dropped, algorithm=algorithm, fixed_design=d.fixed, frame=d.frame)

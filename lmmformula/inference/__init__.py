@@ -1,5 +1,7 @@
-"""Inference for fixed effects: Satterthwaite degrees of freedom."""
+"""Inference for fixed effects: Satterthwaite degrees of freedom, Wald F tests, type III hypotheses."""
 
+from .anova import combine_df, type3_hypotheses, wald_test
 from .satterthwaite import SatterthwaiteState, contrast_df, satterthwaite_state
 
-__all__ = ["SatterthwaiteState", "contrast_df", "satterthwaite_state"]
+__all__ = ["SatterthwaiteState", "contrast_df", "satterthwaite_state", "combine_df", "type3_hypotheses",
+           "wald_test"]

@@ -16,7 +16,9 @@ import scipy.stats
 
 from ..engine import MixedModelEquations, OptimizerResult, variance_information
 from ..engine.mme import Evaluation
-from ..inference import contrast_df, satterthwaite_state
+from ..design.fixed import _restore_r_calls
+from ..errors import ModelSpecificationError
+from ..inference import contrast_df, satterthwaite_state, type3_hypotheses, wald_test
 
 __all__ = ["FitResult"]
 
@@ -48,6 +50,8 @@ class FitResult:
     response: str
     n_dropped: int
     algorithm: str
+    fixed_design: object = field(default=None, repr=False)  # design.FixedDesign: spec and kept columns of X
+    frame: object = field(default=None, repr=False)         # the complete-case rows (never modified)
 
     # ---- scalar summaries -----------------------------------------------------------------
     @property
@@ -146,6 +150,108 @@ class FitResult:
         pval = 2.0 * scipy.stats.t.sf(np.abs(t), df)
         return pd.DataFrame({"estimate": est, "std_error": se, "df": df, "t_value": t, "p_value": pval},
                             index=pd.Index(list(self.fixed_names), name="coefficient"))
+
+    _DDF = {"satterthwaite": "satterthwaite", "kenward-roger": "kenward-roger", "kenward_roger": "kenward-roger",
+            "kr": "kenward-roger", "residual": "residual"}
+
+    def _ddf_method(self, ddf: str) -> str:
+        key = str(ddf).lower()
+        if key not in self._DDF:
+            raise ModelSpecificationError(
+                f"ddf must be 'satterthwaite', 'kenward-roger' or 'residual', got {ddf!r}")
+        method = self._DDF[key]
+        if method == "kenward-roger":
+            raise ModelSpecificationError(
+                "Kenward-Roger degrees of freedom are not available in this version; use ddf='satterthwaite' "
+                "(the default, as lmerTest) or ddf='residual'")
+        return method
+
+    def _df_function(self, method: str):
+        """Maps contrast rows to their denominator df under ``method``."""
+        if method == "residual":
+            return lambda L: np.full(np.atleast_2d(L).shape[0], float(self.n_obs - self.mme.p))
+        return lambda L: contrast_df(self._satterthwaite, L)[1]
+
+    def fixed_effects_table(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """:attr:`fixed_effects` with the denominator df of ``ddf`` ('satterthwaite' as lmerTest's summary, or
+        'residual': ``n - p``)."""
+        method = self._ddf_method(ddf)
+        if method == "satterthwaite":
+            return self.fixed_effects
+        est = self.evaluation.beta
+        se = np.sqrt(np.diag(self.vcov.to_numpy())) if self.mme.p else np.zeros(0)
+        df = self._df_function(method)(np.eye(self.mme.p)) if self.mme.p else np.zeros(0)
+        t = est / se
+        return pd.DataFrame({"estimate": est, "std_error": se, "df": df, "t_value": t,
+                             "p_value": 2.0 * scipy.stats.t.sf(np.abs(t), df)},
+                            index=pd.Index(list(self.fixed_names), name="coefficient"))
+
+    def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Type III Wald F tests of the fixed-effect terms (as lmerTest's ``anova(fit, type = 3)``).
+
+        Each term is tested with the hypothesis that its coefficients are zero under sum-to-zero coding of every
+        factor (:func:`lmmformula.inference.type3_hypotheses`); the intercept is not tested.
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "residual"}
+
+        Returns
+        -------
+        DataFrame
+            One row per term: ``num_df``, ``den_df``, ``F_value``, ``p_value``.
+        """
+        method = self._ddf_method(ddf)
+        hyps = type3_hypotheses(self.fixed_design.spec, self.frame, self.mme.X, self.fixed_design.kept)
+        df_of = self._df_function(method)
+        rows = []
+        for term, L in hyps.items():
+            F, q, den, p = wald_test(self.evaluation.beta, self.vcov.to_numpy(), L, df_of)
+            rows.append({"term": _restore_r_calls(term, self.formula), "num_df": q, "den_df": den,
+                         "F_value": F, "p_value": p})
+        return pd.DataFrame(rows, columns=["term", "num_df", "den_df", "F_value", "p_value"]).set_index("term")
+
+    def contrast(self, L, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Tests of user contrasts of the fixed effects.
+
+        Parameters
+        ----------
+        L : array-like (r, p) or (p,), or dict {name: coefficient} for one contrast
+            Rows are contrasts ``l'b`` in the order of :attr:`fixed_names`.
+        ddf : {"satterthwaite", "residual"}
+
+        Returns
+        -------
+        DataFrame
+            One row per contrast (estimate, SE, df, t, p) and, when ``L`` has several rows, a final row
+            ``"joint F"`` with the F test of all of them (``estimate`` holds F, ``df`` the denominator df).
+        """
+        p = self.mme.p
+        if isinstance(L, dict):
+            unknown = [k for k in L if k not in self.fixed_names]
+            if unknown:
+                raise ModelSpecificationError(
+                    f"contrast names {unknown} are not fixed effects; choose from {list(self.fixed_names)}")
+            L = np.array([[float(L.get(n, 0.0)) for n in self.fixed_names]])
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        if L.ndim != 2 or L.shape[1] != p or not np.all(np.isfinite(L)):
+            raise ModelSpecificationError(
+                f"L must have {p} finite columns (one per fixed effect: {list(self.fixed_names)}), "
+                f"got shape {L.shape}")
+        method = self._ddf_method(ddf)
+        vcov = self.vcov.to_numpy()
+        est = L @ self.evaluation.beta
+        se = np.sqrt(np.einsum("rp,pq,rq->r", L, vcov, L))
+        df = self._df_function(method)(L)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = est / se
+        out = pd.DataFrame({"estimate": est, "std_error": se, "df": df, "t_value": t,
+                            "p_value": 2.0 * scipy.stats.t.sf(np.abs(t), df)},
+                           index=[f"contrast {i + 1}" for i in range(L.shape[0])])
+        if L.shape[0] > 1:
+            F, q, den, pv = wald_test(self.evaluation.beta, vcov, L, self._df_function(method))
+            out.loc["joint F"] = [F, np.nan, den, np.nan, pv]
+        return out
 
     # ---- variance components --------------------------------------------------------------
     def term_covariance(self, k: int) -> np.ndarray:

@@ -1,0 +1,138 @@
+"""Wald F tests of fixed-effect hypotheses ``L b = 0`` and the type III hypotheses of each model term.
+
+Type III (as lmerTest's ``anova(type = 3)``): the hypothesis of a term is that its coefficients are zero when
+every factor is coded with sum-to-zero contrasts (so a main effect is averaged with equal weights over the levels
+of the factors it interacts with; covariates are not centred, as in lmerTest).  With ``X_s`` that design and
+``X`` the model's (treatment-coded) design, ``X_s b_s = X b`` gives ``b_s = X_s^+ X b``, and the term's rows of
+``X_s^+ X`` are its hypothesis in the model's coefficients.
+
+The F statistic of a ``q``-row hypothesis is ``F = (Lb)' (L Cov(b) L')^-1 (Lb) / q``.  Its denominator df
+(Satterthwaite, as lmerTest's ``contestMD``): with ``L Cov(b) L' = P D P'``, each of the ``q`` independent
+contrasts ``P_m' L b`` has Satterthwaite df ``nu_m``, and ``E = sum nu_m / (nu_m - 2)`` gives
+``ddf = 2 E / (E - q)`` (``ddf = 2`` when some ``nu_m <= 2``; the common value when all ``nu_m`` agree).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+from formulaic import Formula
+
+from ..errors import ModelSpecificationError
+
+__all__ = ["type3_hypotheses", "wald_test", "combine_df"]
+
+_PLAIN_C = re.compile(r"^C\((?P<inner>[^,()]+(?:\([^()]*\))?)\)$")
+
+
+def _sum_coded(expr: str) -> str:
+    """The factor expression with sum-to-zero contrasts: ``Sex`` -> ``C(Sex, contr.sum)``."""
+    m = _PLAIN_C.match(expr)
+    inner = m.group("inner") if m else expr
+    if expr.startswith("C(") and not m:
+        raise ModelSpecificationError(
+            f"type III tests need the default coding of '{expr}'; write the factor without contrast arguments")
+    return f"C({inner}, contr.sum)"
+
+
+def type3_hypotheses(spec, frame: pd.DataFrame, X: np.ndarray, kept: np.ndarray) -> dict[str, np.ndarray]:
+    """Type III hypothesis matrix (rows: independent contrasts in the model's coefficients) of every term.
+
+    Parameters
+    ----------
+    spec : formulaic.ModelSpec
+        The fixed part's spec (treatment contrasts).
+    frame : DataFrame
+        The rows the model was fitted to.
+    X : ndarray (n, p)
+        The model's fixed-effect design (aliased columns removed).
+    kept : ndarray of int
+        Columns of the spec kept in ``X``.
+    """
+    categorical = {str(f) for f in spec.factor_contrasts}
+    terms, names = [], []
+    for term in spec.terms:
+        factors = [str(f) for f in term.factors]
+        if factors == ["1"]:
+            terms.append("1")
+            continue
+        names.append(str(term))
+        terms.append(":".join(_sum_coded(f) if f in categorical else f for f in factors))
+    if "1" not in terms:
+        terms.insert(0, "0")
+    mm = Formula(" + ".join(terms)).get_model_matrix(frame, na_action="raise", output="numpy")
+    Xs = np.asarray(mm, dtype=float)
+    slices = {str(t): s for t, s in mm.model_spec.term_slices.items()}
+    T, *_ = np.linalg.lstsq(Xs, X, rcond=None)  # b_s = X_s^+ X b
+    out = {}
+    for name in names:
+        sl = slices[_sum_term_name(name, categorical, slices)]
+        L = T[sl]
+        out[name] = _independent_rows(L)
+    return out
+
+
+def _sum_term_name(name: str, categorical: set[str], slices: dict) -> str:
+    """The name formulaic gives the sum-coded version of a term."""
+    rebuilt = ":".join(_sum_coded(f) if f in categorical else f for f in name.split(":"))
+    if rebuilt in slices:
+        return rebuilt
+    for key in slices:  # formulaic may order the factors of an interaction differently
+        if sorted(key.split(":")) == sorted(rebuilt.split(":")):
+            return key
+    raise KeyError(name)
+
+
+def _independent_rows(L: np.ndarray, tol: float = 1e-8) -> np.ndarray:
+    """An orthonormal basis of the row space of ``L`` (the hypothesis is unchanged)."""
+    if L.size == 0:
+        return L
+    U, s, Vt = np.linalg.svd(L, full_matrices=False)
+    keep = s > tol * max(s.max(), 1e-300)
+    return Vt[keep]
+
+
+def combine_df(nu: np.ndarray, tol: float = 1e-8) -> float:
+    """Denominator df of an F statistic from the df of its independent t statistics (module docstring)."""
+    nu = np.asarray(nu, dtype=float)
+    if nu.size == 1:
+        return float(nu[0])
+    if np.any(np.isnan(nu)):
+        return float("nan")
+    if np.all(np.abs(np.diff(nu)) < tol):
+        return float(np.mean(nu))
+    if np.any(nu <= 2):
+        return 2.0
+    E = float(np.sum(nu / (nu - 2.0)))
+    return 2.0 * E / (E - nu.size)
+
+
+def wald_test(beta: np.ndarray, vcov: np.ndarray, L: np.ndarray, df_of) -> tuple[float, int, float, float]:
+    """F statistic, numerator df, denominator df and p-value of ``L b = 0``.
+
+    Parameters
+    ----------
+    beta, vcov : estimates and their covariance
+    L : ndarray (r, p)
+    df_of : callable
+        Maps a matrix of contrasts (rows) to their denominator df (Satterthwaite, Kenward-Roger or residual);
+        called with the ``q`` independent contrasts ``P_m' L``.
+    """
+    L = np.atleast_2d(L)
+    VL = L @ vcov @ L.T
+    d, P = np.linalg.eigh(0.5 * (VL + VL.T))
+    order = np.argsort(d)[::-1]
+    d, P = d[order], P[:, order]
+    keep = d > 1e-8 * max(d[0], 1e-300) if d.size else np.zeros(0, dtype=bool)
+    q = int(keep.sum())
+    if q == 0:
+        return float("nan"), 0, float("nan"), float("nan")
+    PL = P[:, keep].T @ L
+    t2 = (PL @ beta) ** 2 / d[keep]
+    F = float(t2.sum() / q)
+    ddf = combine_df(df_of(PL))
+    p = float(scipy.stats.f.sf(F, q, ddf)) if np.isfinite(ddf) else float("nan")
+    return F, q, ddf, p

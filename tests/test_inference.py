@@ -1,0 +1,94 @@
+"""Fixed-effect inference: type III F tests, contrasts, denominator df (golden values are in test_lme4_golden)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import lmmformula as lmf
+from conftest import load_data
+
+
+@pytest.fixture(scope="module")
+def oats_fit():
+    return lmf.LMM.from_formula("yield ~ Variety * nitro + (1 | Block/Variety)", load_data("Oats.csv")).fit()
+
+
+def test_type3_anova_does_not_depend_on_the_reference_level(oats_fit):
+    data = load_data("Oats.csv")
+    levels = sorted(data["Variety"].unique())
+    data["Variety"] = pd.Categorical(data["Variety"], categories=levels[::-1])
+    other = lmf.LMM.from_formula("yield ~ Variety * nitro + (1 | Block/Variety)", data).fit()
+    a, b = oats_fit.anova(), other.anova()
+    np.testing.assert_allclose(b.loc[a.index, "F_value"], a["F_value"], rtol=1e-7)
+    np.testing.assert_allclose(b.loc[a.index, "den_df"], a["den_df"], rtol=1e-5)
+
+
+def test_single_coefficient_contrast_equals_the_coefficient_row(oats_fit):
+    fe = oats_fit.fixed_effects
+    name = "nitro"
+    row = oats_fit.contrast({name: 1.0}).iloc[0]
+    for col in ("estimate", "std_error", "df", "t_value", "p_value"):
+        assert row[col] == pytest.approx(fe.loc[name, col], rel=1e-10)
+
+
+def test_joint_contrast_of_a_term_equals_its_type3_test(oats_fit):
+    """The interaction's type III hypothesis is its two coefficients being zero (nothing contains it)."""
+    names = list(oats_fit.fixed_names)
+    idx = [i for i, n in enumerate(names) if n.startswith("Variety") and ":nitro" in n]
+    L = np.eye(len(names))[idx]
+    joint = oats_fit.contrast(L).loc["joint F"]
+    row = oats_fit.anova().loc["Variety:nitro"]
+    assert joint["estimate"] == pytest.approx(row.F_value, rel=1e-10)
+    assert joint["df"] == pytest.approx(row.den_df, rel=1e-10)
+    assert joint["p_value"] == pytest.approx(row.p_value, rel=1e-8)
+
+
+def test_residual_ddf_is_n_minus_p(oats_fit):
+    n, p = oats_fit.n_obs, len(oats_fit.fixed_names)
+    table = oats_fit.anova(ddf="residual")
+    assert (table.den_df == n - p).all()
+    np.testing.assert_allclose(table.F_value, oats_fit.anova().F_value, rtol=1e-12)
+    fe = oats_fit.fixed_effects_table(ddf="residual")
+    assert (fe.df == n - p).all()
+    assert fe.p_value.iloc[1] == pytest.approx(2 * scipy.stats.t.sf(abs(fe.t_value.iloc[1]), n - p))
+
+
+@pytest.mark.parametrize("call", [
+    lambda f: f.anova(ddf="containment"),
+    lambda f: f.contrast(np.ones(3)),
+    lambda f: f.contrast({"nitrogen": 1.0}),
+    lambda f: f.contrast(np.full((1, 6), np.nan)),
+    lambda f: f.fixed_effects_table(ddf=5),
+])
+def test_bad_inference_requests_raise_lmmerror(oats_fit, call):
+    with pytest.raises(lmf.LMMError):
+        call(oats_fit)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(3, 5), st.integers(2, 3), st.integers(2, 4), st.integers(0, 10_000))
+def test_satterthwaite_df_are_the_classical_split_plot_df(n_block, n_main, n_sub, seed):
+    """Balanced split plot: whole-plot factor A tested on (b - 1)(a - 1) df, sub-plot factor B and A:B on
+    a (b - 1)(s - 1) df, when both variance estimates are interior (lmerTest's property for balanced designs)."""
+    rng = np.random.default_rng(seed)
+    rows = [(b, a, s) for b in range(n_block) for a in range(n_main) for s in range(n_sub)]
+    d = pd.DataFrame(rows, columns=["block", "A", "B"]).astype(str)
+    blk = rng.normal(0, 2.0, n_block)
+    wp = rng.normal(0, 1.5, (n_block, n_main))
+    d["y"] = [blk[b] + wp[b, a] + 0.3 * a + 0.2 * s + rng.normal() for b, a, s in rows]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lmf.LMM.from_formula("y ~ A * B + (1 | block) + (1 | block:A)", d).fit()
+    assume(fit.converged and not fit.singular)
+    table = fit.anova()
+    assert table.loc["A", "den_df"] == pytest.approx((n_block - 1) * (n_main - 1), rel=1e-4)
+    sub = n_main * (n_block - 1) * (n_sub - 1)
+    assert table.loc["B", "den_df"] == pytest.approx(sub, rel=1e-4)
+    assert table.loc["A:B", "den_df"] == pytest.approx(sub, rel=1e-4)
