@@ -60,6 +60,21 @@ def test_residual_ddf_is_n_minus_p(oats_fit):
     assert fe.p_value.iloc[1] == pytest.approx(2 * scipy.stats.t.sf(abs(fe.t_value.iloc[1]), n - p))
 
 
+def test_kenward_roger_contrast_equals_its_coefficient_row(oats_fit):
+    fe = oats_fit.fixed_effects_table(ddf="kenward-roger")
+    row = oats_fit.contrast({"nitro": 1.0}, ddf="kenward-roger").iloc[0]
+    for col in ("estimate", "std_error", "df", "t_value", "p_value"):
+        assert row[col] == pytest.approx(fe.loc["nitro", col], rel=1e-10)
+
+
+def test_kenward_roger_is_refused_for_correlation_parameters():
+    data = load_data("Orthodont.csv")
+    fit = lmf.LMM.from_formula("distance ~ age * Sex + Subject:ar1(age)", data).fit()
+    with pytest.raises(lmf.LMMError, match="correlation parameters"):
+        fit.anova(ddf="kenward-roger")
+    assert np.isfinite(fit.anova().den_df).all()  # Satterthwaite works there
+
+
 @pytest.mark.parametrize("call", [
     lambda f: f.anova(ddf="containment"),
     lambda f: f.contrast(np.ones(3)),
@@ -87,8 +102,11 @@ def test_satterthwaite_df_are_the_classical_split_plot_df(n_block, n_main, n_sub
         warnings.simplefilter("ignore")
         fit = lmf.LMM.from_formula("y ~ A * B + (1 | block) + (1 | block:A)", d).fit()
     assume(fit.converged and not fit.singular)
-    table = fit.anova()
-    assert table.loc["A", "den_df"] == pytest.approx((n_block - 1) * (n_main - 1), rel=1e-4)
     sub = n_main * (n_block - 1) * (n_sub - 1)
-    assert table.loc["B", "den_df"] == pytest.approx(sub, rel=1e-4)
-    assert table.loc["A:B", "den_df"] == pytest.approx(sub, rel=1e-4)
+    for ddf in ("satterthwaite", "kenward-roger"):
+        table = fit.anova(ddf=ddf)
+        assert table.loc["A", "den_df"] == pytest.approx((n_block - 1) * (n_main - 1), rel=1e-4)
+        assert table.loc["B", "den_df"] == pytest.approx(sub, rel=1e-4)
+        assert table.loc["A:B", "den_df"] == pytest.approx(sub, rel=1e-4)
+    # balanced: no Kenward-Roger adjustment, the same F
+    np.testing.assert_allclose(fit.anova(ddf="kenward-roger").F_value, table.F_value, rtol=1e-6)

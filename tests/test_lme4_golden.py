@@ -204,3 +204,31 @@ def test_type3_anova_matches_lmertest(fitted):
             den = case["satterthwaite_centred"]["df"][term]
         assert ours.den_df == pytest.approx(den, rel=1e-3)
         assert ours.p_value == pytest.approx(scipy.stats.f.sf(ours.F_value, row["NumDF"], den), rel=5e-3)
+
+
+def test_kenward_roger_matches_pbkrtest(fitted):
+    """Kenward-Roger standard errors and df of every coefficient (lmerTest's summary with pbkrtest 0.5.2) and
+    the type III Kenward-Roger F tests (scaled statistic), REML fits."""
+    case, fit = fitted
+    if not case["REML"]:  # Kenward-Roger is defined for REML fits only
+        with pytest.raises(lmf.LMMError, match="REML"):
+            fit.fixed_effects_table(ddf="kenward-roger")
+        return
+    if "kenward_roger" not in case:  # pbkrtest failed on this case (the reason is in the notes)
+        assert "notes" in case
+        return
+    if not _lme4_at_our_optimum(case, fit):
+        return
+    ref = case["kenward_roger"]
+    fe = fit.fixed_effects_table(ddf="kenward-roger")
+    names = list(ref["df"])
+    np.testing.assert_allclose(fe.loc[names, "std_error"], [ref["se"][n] for n in names], rtol=1e-5)
+    np.testing.assert_allclose(fe.loc[names, "df"], [ref["df"][n] for n in names], rtol=1e-4)
+    table = fit.anova(ddf="kenward-roger")
+    for row in case.get("anova_kenward_roger", []):
+        ours = table.loc[row["term"]]
+        assert ours.num_df == row["NumDF"]
+        assert ours.F_value == pytest.approx(row["F"], rel=1e-4)
+        assert ours.den_df == pytest.approx(row["DenDF"], rel=1e-4)
+        assert ours.p_value == pytest.approx(row["p"], rel=1e-3)
+

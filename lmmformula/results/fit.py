@@ -18,7 +18,8 @@ from ..engine import MixedModelEquations, OptimizerResult, variance_information
 from ..engine.mme import Evaluation
 from ..design.fixed import _restore_r_calls
 from ..errors import ModelSpecificationError
-from ..inference import contrast_df, satterthwaite_state, type3_hypotheses, wald_test
+from ..inference import (KenwardRogerState, contrast_df, kenward_roger_state, kr_test, satterthwaite_state,
+                         type3_hypotheses, wald_test)
 
 __all__ = ["FitResult"]
 
@@ -159,27 +160,52 @@ class FitResult:
         if key not in self._DDF:
             raise ModelSpecificationError(
                 f"ddf must be 'satterthwaite', 'kenward-roger' or 'residual', got {ddf!r}")
-        method = self._DDF[key]
-        if method == "kenward-roger":
+        return self._DDF[key]
+
+    KR_MAX_DENSE = 50_000_000  # Kenward-Roger forms P Z densely (n x q doubles)
+
+    @cached_property
+    def _kenward_roger(self) -> KenwardRogerState:
+        mme = self.mme
+        if self.method != "REML":
             raise ModelSpecificationError(
-                "Kenward-Roger degrees of freedom are not available in this version; use ddf='satterthwaite' "
-                "(the default, as lmerTest) or ddf='residual'")
-        return method
+                "Kenward-Roger needs a REML fit (its adjustment is built on the REML information); refit with "
+                "method='REML' or use ddf='satterthwaite'")
+        if mme.n_eta or mme.n_kappa or mme.structured:
+            raise ModelSpecificationError(
+                "Kenward-Roger is implemented for covariances linear in their parameters (variance components, "
+                "us/diag terms, vm); this model has correlation parameters, whose second derivatives the "
+                "adjustment would need. Use ddf='satterthwaite'")
+        if mme.n * mme.q > self.KR_MAX_DENSE:
+            raise ModelSpecificationError(
+                f"Kenward-Roger needs P Z as a dense {mme.n} x {mme.q} matrix, too large here; use "
+                "ddf='satterthwaite'")
+        return kenward_roger_state(mme, self.evaluation)
 
     def _df_function(self, method: str):
-        """Maps contrast rows to their denominator df under ``method``."""
+        """Maps contrast rows to their denominator df under ``method`` (one contrast per row)."""
         if method == "residual":
             return lambda L: np.full(np.atleast_2d(L).shape[0], float(self.n_obs - self.mme.p))
+        if method == "kenward-roger":
+            beta = self.evaluation.beta
+            return lambda L: np.array([kr_test(self._kenward_roger, beta, row)[2] for row in np.atleast_2d(L)])
         return lambda L: contrast_df(self._satterthwaite, L)[1]
 
+    def _vcov_for(self, method: str) -> np.ndarray:
+        """Covariance of the fixed effects used with ``method`` (Kenward-Roger's is adjusted)."""
+        if method == "kenward-roger":
+            return self._kenward_roger.vcov_adjusted
+        return self.vcov.to_numpy()
+
     def fixed_effects_table(self, ddf: str = "satterthwaite") -> pd.DataFrame:
-        """:attr:`fixed_effects` with the denominator df of ``ddf`` ('satterthwaite' as lmerTest's summary, or
-        'residual': ``n - p``)."""
+        """:attr:`fixed_effects` with the denominator df of ``ddf``: 'satterthwaite' (as lmerTest's summary),
+        'kenward-roger' (standard errors from the adjusted covariance, as lmerTest with pbkrtest) or 'residual'
+        (``n - p``)."""
         method = self._ddf_method(ddf)
         if method == "satterthwaite":
             return self.fixed_effects
         est = self.evaluation.beta
-        se = np.sqrt(np.diag(self.vcov.to_numpy())) if self.mme.p else np.zeros(0)
+        se = np.sqrt(np.diag(self._vcov_for(method))) if self.mme.p else np.zeros(0)
         df = self._df_function(method)(np.eye(self.mme.p)) if self.mme.p else np.zeros(0)
         t = est / se
         return pd.DataFrame({"estimate": est, "std_error": se, "df": df, "t_value": t,
@@ -194,7 +220,8 @@ class FitResult:
 
         Parameters
         ----------
-        ddf : {"satterthwaite", "residual"}
+        ddf : {"satterthwaite", "kenward-roger", "residual"}
+            Kenward-Roger reports the scaled statistic ``lambda F`` on ``m`` df, as lmerTest and pbkrtest.
 
         Returns
         -------
@@ -203,10 +230,9 @@ class FitResult:
         """
         method = self._ddf_method(ddf)
         hyps = type3_hypotheses(self.fixed_design.spec, self.frame, self.mme.X, self.fixed_design.kept)
-        df_of = self._df_function(method)
         rows = []
         for term, L in hyps.items():
-            F, q, den, p = wald_test(self.evaluation.beta, self.vcov.to_numpy(), L, df_of)
+            F, q, den, p = self._f_test(L, method)
             rows.append({"term": _restore_r_calls(term, self.formula), "num_df": q, "den_df": den,
                          "F_value": F, "p_value": p})
         return pd.DataFrame(rows, columns=["term", "num_df", "den_df", "F_value", "p_value"]).set_index("term")
@@ -218,7 +244,7 @@ class FitResult:
         ----------
         L : array-like (r, p) or (p,), or dict {name: coefficient} for one contrast
             Rows are contrasts ``l'b`` in the order of :attr:`fixed_names`.
-        ddf : {"satterthwaite", "residual"}
+        ddf : {"satterthwaite", "kenward-roger", "residual"}
 
         Returns
         -------
@@ -239,7 +265,7 @@ class FitResult:
                 f"L must have {p} finite columns (one per fixed effect: {list(self.fixed_names)}), "
                 f"got shape {L.shape}")
         method = self._ddf_method(ddf)
-        vcov = self.vcov.to_numpy()
+        vcov = self._vcov_for(method)
         est = L @ self.evaluation.beta
         se = np.sqrt(np.einsum("rp,pq,rq->r", L, vcov, L))
         df = self._df_function(method)(L)
@@ -249,9 +275,16 @@ class FitResult:
                             "p_value": 2.0 * scipy.stats.t.sf(np.abs(t), df)},
                            index=[f"contrast {i + 1}" for i in range(L.shape[0])])
         if L.shape[0] > 1:
-            F, q, den, pv = wald_test(self.evaluation.beta, vcov, L, self._df_function(method))
+            F, q, den, pv = self._f_test(L, method)
             out.loc["joint F"] = [F, np.nan, den, np.nan, pv]
         return out
+
+    def _f_test(self, L: np.ndarray, method: str) -> tuple[float, int, float, float]:
+        """F, numerator df, denominator df and p-value of ``L b = 0``."""
+        if method == "kenward-roger":
+            F, q, m, _, _ = kr_test(self._kenward_roger, self.evaluation.beta, L)
+            return F, q, m, float(scipy.stats.f.sf(F, q, m))
+        return wald_test(self.evaluation.beta, self.vcov.to_numpy(), L, self._df_function(method))
 
     # ---- variance components --------------------------------------------------------------
     def term_covariance(self, k: int) -> np.ndarray:
