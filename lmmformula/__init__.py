@@ -16,6 +16,7 @@ from .errors import (
     UnknownColumnError,
 )
 from .formula import parse_formula
+from .inference.compare import compare
 from .model import LMM
 from .results import FitResult
 
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LMM",
     "FitResult",
+    "compare",
     "parse_formula",
     "LMMError",
     "FormulaSyntaxError",

@@ -110,3 +110,75 @@ def test_satterthwaite_df_are_the_classical_split_plot_df(n_block, n_main, n_sub
         assert table.loc["A:B", "den_df"] == pytest.approx(sub, rel=1e-4)
     # balanced: no Kenward-Roger adjustment, the same F
     np.testing.assert_allclose(fit.anova(ddf="kenward-roger").F_value, table.F_value, rtol=1e-6)
+
+
+# ---- comparisons and functions of variance parameters --------------------------------------------------------
+@pytest.fixture(scope="module")
+def sleep():
+    return load_data("sleepstudy.csv")
+
+
+def test_compare_likelihood_ratio_and_boundary_mixture(sleep):
+    small = lmf.LMM.from_formula("Reaction ~ Days + (1 | Subject)", sleep).fit()
+    big = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", sleep).fit()
+    table = lmf.compare(big, small)  # any order: sorted by the number of parameters
+    row = table.iloc[1]
+    assert list(table.n_params) == [4, 6]
+    assert row.chi2 == pytest.approx(2 * (big.loglik - small.loglik))
+    assert row.df == 2
+    assert row.p_value == pytest.approx(scipy.stats.chi2.sf(row.chi2, 2))
+    assert row.p_boundary == pytest.approx(0.5 * scipy.stats.chi2.sf(row.chi2, 1) + 0.5 * row.p_value)
+    assert table.AIC.iloc[0] == pytest.approx(small.aic)
+
+
+def test_compare_refuses_reml_fits_with_different_fixed_effects_and_refit_by_ml_works(sleep):
+    a = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", sleep).fit()
+    b = lmf.LMM.from_formula("Reaction ~ 1 + (Days | Subject)", sleep).fit()
+    with pytest.raises(lmf.LMMError, match="refit"):
+        lmf.compare(a, b)
+    a_ml, b_ml = a.refit(method="ML"), b.refit(method="ML")
+    assert a_ml.method == "ML"
+    direct = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", sleep).fit(method="ML")
+    assert a_ml.loglik == pytest.approx(direct.loglik, abs=1e-7)
+    row = lmf.compare(a_ml, b_ml).iloc[1]
+    assert row.df == 1 and np.isnan(row.p_boundary)  # a fixed effect: no boundary mixture
+    with pytest.raises(lmf.LMMError, match="one method"):
+        lmf.compare(a, b_ml)
+
+
+def test_compare_refuses_different_rows(sleep):
+    a = lmf.LMM.from_formula("Reaction ~ Days + (1 | Subject)", sleep).fit()
+    b = lmf.LMM.from_formula("Reaction ~ Days + (1 | Subject)", sleep.iloc[:-5]).fit()
+    with pytest.raises(lmf.LMMError, match="different observations"):
+        lmf.compare(a, b)
+
+
+def test_variance_components_wald_intervals_and_vpredict(sleep):
+    fit = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", sleep).fit()
+    vc = fit.variance_components.set_index("label")
+    z = scipy.stats.norm.ppf(0.975)
+    np.testing.assert_allclose(vc.ci_upper - vc.ci_lower, 2 * z * vc.std_error)
+    np.testing.assert_allclose(vc.z_value, vc.estimate / vc.std_error)
+    one = fit.vpredict("Subject.var(Days)")
+    assert one.estimate == pytest.approx(vc.loc["Subject.var(Days)", "estimate"])
+    assert one.std_error == pytest.approx(vc.loc["Subject.var(Days)", "std_error"], rel=1e-6)
+    # a linear function: exact delta method a'Ca
+    _, cov = fit._reported_variances
+    labels = list(vc.index)
+    i, j = labels.index("Subject.var(Intercept)"), labels.index("residual")
+    total = fit.vpredict("total = Subject.var(Intercept) + 2 * residual")
+    assert total.name == "total"
+    assert total.estimate == pytest.approx(vc.estimate.iloc[i] + 2 * vc.estimate.iloc[j])
+    a = np.zeros(len(labels))
+    a[i], a[j] = 1.0, 2.0
+    assert total.std_error == pytest.approx(np.sqrt(a @ cov @ a), rel=1e-6)
+    r = fit.vpredict("r = Subject.cov(Intercept,Days) / sqrt(Subject.var(Intercept) * Subject.var(Days))")
+    assert r.estimate == pytest.approx(0.0655, abs=5e-4)  # lme4's VarCorr correlation 0.066
+
+
+@pytest.mark.parametrize("expr", ["h2 = Subject / (Subject + resid)", "__import__('os')", "Subject.__class__",
+                                  "open('x')", "", "1 +"])
+def test_vpredict_rejects_unknown_names_and_code(sleep, expr):
+    fit = lmf.LMM.from_formula("Reaction ~ Days + (1 | Subject)", sleep).fit()
+    with pytest.raises(lmf.LMMError):
+        fit.vpredict(expr)

@@ -24,6 +24,13 @@ from ..inference import (KenwardRogerState, contrast_df, kenward_roger_state, kr
 __all__ = ["FitResult"]
 
 
+def _labels(table: pd.DataFrame) -> list[str]:
+    """``vpredict`` names: the term alone when it has one parameter, else ``term.parameter``."""
+    counts = table["term"].value_counts()
+    return ["residual" if (t, p) == ("residual", "variance") else t if counts[t] == 1 else f"{t}.{p}"
+            for t, p in zip(table["term"], table["parameter"])]
+
+
 @dataclass(frozen=True, eq=False)
 class FitResult:
     """A fitted linear mixed model.
@@ -53,6 +60,7 @@ class FitResult:
     algorithm: str
     fixed_design: object = field(default=None, repr=False)  # design.FixedDesign: spec and kept columns of X
     frame: object = field(default=None, repr=False)         # the complete-case rows (never modified)
+    model: object = field(default=None, repr=False)         # the LMM that produced this fit (for refit)
 
     # ---- scalar summaries -----------------------------------------------------------------
     @property
@@ -336,13 +344,10 @@ class FitResult:
         return (V / w) @ V.T
 
     @cached_property
-    def variance_components(self) -> pd.DataFrame:
-        """One row per covariance parameter: term, parameter, estimate, std_error.
-
-        Standard errors come from the inverse average-information matrix in the
-        (variance, covariance) parameterisation; they are asymptotic and poor near 0,
-        and NaN when that matrix is singular (a parameter not identified by the data).
-        """
+    def _reported_variances(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """The rows of :attr:`variance_components` (without SEs) and the sampling covariance of their
+        estimates: the inverse average information of the natural parameters, carried to the reported scale
+        of the residual-structure and grouping parameters by the delta method."""
         rows = []
         for k, (blk, cov) in enumerate(zip(self.mme.blocks, self.mme.covariances)):
             t0, t1 = self.mme.theta_offsets[k], self.mme.theta_offsets[k + 1]
@@ -350,7 +355,6 @@ class FitResult:
             rows.extend((blk.name, name, value) for name, value in zip(cov.parameter_names(), values))
         n_g = len(rows)
         cov = self._variance_parameter_cov
-        se = list(np.sqrt(np.clip(np.diag(cov)[:n_g], 0.0, None)))
         psi = np.concatenate([[self.sigma2], self.evaluation.theta[self.mme.n_theta:]])
         terms, names, values = self._precision_parameters(psi)
         rows.extend(zip(terms, names, values))
@@ -360,10 +364,62 @@ class FitResult:
             e = np.zeros(psi.size)
             e[i] = h
             J[:, i] = (self._precision_parameters(psi + e)[2] - self._precision_parameters(psi - e)[2]) / (2 * h)
-        se.extend(np.sqrt(np.clip(np.einsum("ri,ij,rj->r", J, cov[n_g:, n_g:], J), 0.0, None)))
-        df = pd.DataFrame(rows, columns=["term", "parameter", "estimate"])
-        df["std_error"] = se
-        return df
+        T = scipy.linalg.block_diag(np.eye(n_g), J)
+        table = pd.DataFrame(rows, columns=["term", "parameter", "estimate"])
+        return table, T @ cov @ T.T
+
+    @cached_property
+    def variance_components(self) -> pd.DataFrame:
+        """One row per covariance parameter: term, parameter, estimate, std_error, z_value and a 95% Wald
+        interval (ci_lower, ci_upper).
+
+        Standard errors come from the inverse average-information matrix in the
+        (variance, covariance) parameterisation; they are asymptotic and poor near 0 (so are the Wald intervals,
+        which may cross 0 for a variance), and NaN when that matrix is singular (a parameter not identified by
+        the data).  ``label`` is the name to use in :meth:`vpredict`.
+        """
+        table, cov = self._reported_variances
+        table = table.copy()
+        se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        table["std_error"] = se
+        with np.errstate(divide="ignore", invalid="ignore"):
+            table["z_value"] = table["estimate"] / se
+        z = scipy.stats.norm.ppf(0.975)
+        table["ci_lower"] = table["estimate"] - z * se
+        table["ci_upper"] = table["estimate"] + z * se
+        table["label"] = _labels(table)
+        return table
+
+    def refit(self, method: str | None = None, **options) -> "FitResult":
+        """Fit the same model again, e.g. by ML for a likelihood-ratio test of fixed effects, starting from this
+        fit's covariance parameters (``options`` as in :meth:`lmmformula.LMM.fit`)."""
+        if self.model is None:
+            raise ModelSpecificationError("this fit does not know its model; build it with LMM.from_formula")
+        options.setdefault("start", self.evaluation.theta)
+        return self.model.fit(method=method or self.method, **options)
+
+    def vpredict(self, expression: str) -> pd.Series:
+        """A function of the covariance parameters with its delta-method standard error (ASReml's ``vpredict``).
+
+        Parameters
+        ----------
+        expression : str
+            ``"h2 = gen / (gen + residual)"`` or just the right-hand side.  Names are the ``label`` column of
+            :attr:`variance_components`: a term with one parameter by its name (``gen``, ``rep:row``), others
+            as ``term.parameter`` (``Subject.var(Days)``, ``residual.rho(row)``), the residual variance as
+            ``residual``.  Arithmetic, ``**``, and numpy functions (``sqrt``, ``log``, ``exp``) are allowed.
+
+        Returns
+        -------
+        Series
+            ``estimate`` and ``std_error``, named after the left-hand side.
+        """
+        from ..inference.vpredict import evaluate_expression
+
+        table, cov = self._reported_variances
+        name, value, se = evaluate_expression(expression, list(self.variance_components["label"]),
+                                              table["estimate"].to_numpy(), cov)
+        return pd.Series({"estimate": value, "std_error": se}, name=name)
 
     def _precision_parameters(self, psi: np.ndarray) -> tuple[list[str], list[str], np.ndarray]:
         """Reported (term, parameter, value) of ``psi = (sigma^2, kappa, eta)``: structured groupings'
