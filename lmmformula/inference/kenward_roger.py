@@ -151,8 +151,9 @@ def kr_test(state: KenwardRogerState, beta: np.ndarray, L: np.ndarray) -> tuple[
     v0 = 0.0 if abs(v0) < 1e-10 else v0
     top, bottom = 1.0 - A2 / q, 1.0 - c2 * B
     ratio = 1.0 if abs(top) < 1e-14 and abs(bottom) < 1e-14 else top / bottom
-    rho = ratio**2 * v0 / (q * (1.0 - c3 * B))
-    m = 4.0 + (q + 2.0) / (q * rho - 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # as pbkrtest: 1 - c3 B = 0 gives rho = inf, m = 4
+        rho = ratio**2 * v0 / (q * (1.0 - c3 * B))
+        m = 4.0 + (q + 2.0) / (q * rho - 1.0)
     lam = 1.0 if abs(m - 2.0) < 1e-2 else m * (1.0 - A2 / q) / (m - 2.0)
     Lb = L @ beta
     F = float(Lb @ np.linalg.pinv(L @ state.vcov_adjusted @ L.T) @ Lb / q)

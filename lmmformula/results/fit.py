@@ -18,6 +18,7 @@ from ..engine import MixedModelEquations, OptimizerResult, variance_information
 from ..engine.mme import Evaluation
 from ..design.fixed import _restore_r_calls
 from ..errors import ModelSpecificationError
+from .means import predicted_means
 from ..inference import (KenwardRogerState, contrast_df, kenward_roger_state, kr_test, satterthwaite_state,
                          type3_hypotheses, wald_test)
 
@@ -389,6 +390,35 @@ class FitResult:
         table["ci_upper"] = table["estimate"] + z * se
         table["label"] = _labels(table)
         return table
+
+    def predict_means(self, classify, ddf: str | None = None):
+        """Predicted (marginal) means of the levels of a factor (or of combinations of factors), averaged with
+        equal weights over the other factors of the fixed part, covariates at their mean (emmeans, ASReml's
+        ``predict(classify = ...)``).
+
+        Parameters
+        ----------
+        classify : str or list of str
+            Factor(s) of the fixed part.
+        ddf : {"kenward-roger", "satterthwaite", "residual"}, optional
+            Default Kenward-Roger (as emmeans for lmer fits) where available (REML fits of covariances linear
+            in their parameters), else Satterthwaite.
+
+        Returns
+        -------
+        PredictedMeans
+            ``table`` (means, SE, df, 95% intervals), ``sed`` (standard errors of differences), ``pairs`` (all
+            pairwise differences with t tests), ``average_sed``, ``ranked()``.
+        """
+        if ddf is None:
+            ddf = "kenward-roger" if self._kenward_roger_available else "satterthwaite"
+        return predicted_means(self, classify, ddf)
+
+    @property
+    def _kenward_roger_available(self) -> bool:
+        mme = self.mme
+        return (self.method == "REML" and not (mme.n_eta or mme.n_kappa or mme.structured)
+                and mme.n * mme.q <= self.KR_MAX_DENSE)
 
     def refit(self, method: str | None = None, **options) -> "FitResult":
         """Fit the same model again, e.g. by ML for a likelihood-ratio test of fixed effects, starting from this
