@@ -27,7 +27,7 @@ from ..formula.registry import integer_argument
 from ..formula.terms import RandomTerm, StructureCall
 from .fixed import _restore_r_calls, r_style_name, to_formulaic
 
-__all__ = ["GroupingFactor", "RandomBlock", "grouping_factor", "build_random"]
+__all__ = ["GroupingFactor", "RandomBlock", "grouping_factor", "build_random", "block_design_for"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,10 @@ class RandomBlock:
     structure : StructureCall or None
         A correlation structure among the columns (``ar1``, ``cs``, ``toep``, ``ma``), e.g.
         ``ar1(0 + factor(time) | subject)``; None for ``|``, ``||``, ``us(...)`` and ``diag(...)``.
+    term : RandomTerm or None
+        The parsed term (kept to build the block's design for new data).
+    spec : formulaic.ModelSpec or None
+        The spec of the left side ``X`` (its encoding of factors, reused for new data).
     """
 
     name: str
@@ -91,6 +95,8 @@ class RandomBlock:
     structure: StructureCall | None = None
     grid: ResidualStructure | None = None
     column_positions: tuple[int, ...] | None = None
+    term: RandomTerm | None = None
+    spec: object = None
 
     @property
     def n_columns(self) -> int:
@@ -185,7 +191,7 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
                 f"grouping factor '{group_name}' in '({term.expr} | {group_name})' has {factor.n_levels} level; "
                 "a random effect needs at least 2. Drop the term or check the data"
             )
-        Xk, columns = _term_matrix(frame, term, formula)
+        Xk, columns, spec = _term_matrix(frame, term, formula)
         if factor.n_levels >= n and known is None and grid is None and not unit_level_ok:
             raise DataError(
                 f"grouping factor '{group_name}' has {factor.n_levels} levels for {n} observations, so its "
@@ -210,7 +216,7 @@ def build_random(frame: pd.DataFrame, terms: tuple[RandomTerm, ...], formula: st
         Z.sort_indices()
         blocks.append(RandomBlock(name=name, factor=factor, columns=columns, X=Xk, Z=Z,
                                   correlated=correlated, known=known, structure=column_structure, grid=grid,
-                                  column_positions=positions))
+                                  column_positions=positions, term=term, spec=spec))
     return tuple(blocks)
 
 
@@ -297,7 +303,35 @@ def _known_for(term: RandomTerm, matrices: dict) -> KnownMatrix | None:
     return known_matrix(matrices[key], key)
 
 
-def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[np.ndarray, tuple[str, ...]]:
+def block_design_for(block: RandomBlock, frame: pd.DataFrame) -> tuple[sp.csc_matrix, np.ndarray]:
+    """The block's ``Z`` for the rows of ``frame`` (new data) and a mask of rows whose level was not in the fit.
+
+    Levels are matched by label (the interaction of the grouping variables, a known matrix's labels, or a
+    grid cell ``row=1:col=2``); a row with a new level gets no column (its random effect is predicted at 0).
+    """
+    n = frame.shape[0]
+    Xk = np.asarray(block.spec.get_model_matrix(frame, na_action="raise", output="numpy"), dtype=float)
+    if not np.all(np.isfinite(Xk)):
+        raise DataError(f"newdata gives non-finite values (or factor levels the fit never saw) in the left side "
+                        f"of '({block.term.expr} | {block.term.group_name})'")
+    term = block.term
+    if block.grid is not None:
+        labels = [":".join(f"{d.variable}={_label(v)}" for d, v in zip(block.grid.dimensions, row))
+                  for row in frame[[d.variable for d in block.grid.dimensions]].itertuples(index=False)]
+    else:
+        cols = [frame[p.variable] for p in term.group]
+        labels = [":".join(_label(v) for v in row) for row in zip(*cols)]
+    index = {lev: i for i, lev in enumerate(block.factor.levels)}
+    codes = np.array([index.get(lab, -1) for lab in labels], dtype=np.int64)
+    seen = codes >= 0
+    m = block.n_columns
+    rows = np.repeat(np.flatnonzero(seen), m)
+    cols = (codes[seen][:, None] * m + np.arange(m)[None, :]).ravel()
+    Z = sp.csc_matrix((Xk[seen].ravel(), (rows, cols)), shape=(n, block.n_levels * m))
+    return Z, ~seen
+
+
+def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str):
     try:
         mm = Formula(to_formulaic(term.expr)).get_model_matrix(frame, na_action="raise", output="numpy")
     except Exception as exc:
@@ -321,4 +355,4 @@ def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str) -> tuple[n
             formula,
             term.position,
         )
-    return np.ascontiguousarray(Xk), names
+    return np.ascontiguousarray(Xk), names, mm.model_spec

@@ -19,6 +19,7 @@ from ..engine.mme import Evaluation
 from ..errors import ModelSpecificationError
 from ..inference import contrast_df, satterthwaite_state
 from .fixed_tests import FixedEffectTests
+from .prediction import Prediction
 
 __all__ = ["FitResult"]
 
@@ -31,7 +32,7 @@ def _labels(table: pd.DataFrame) -> list[str]:
 
 
 @dataclass(frozen=True, eq=False)
-class FitResult(FixedEffectTests):
+class FitResult(FixedEffectTests, Prediction):
     """A fitted linear mixed model.
 
     Attributes

@@ -1,0 +1,127 @@
+"""Predictions from a fit, for its own rows or new data, with standard errors.  A mixin of
+:class:`~lmmformula.results.fit.FitResult`.
+
+With ``x`` and ``z`` the fixed and random design rows of a prediction, ``x'b + z'u`` has prediction error
+variance (Henderson 1975) ``sigma^2 [(x - B'w)' Sb^-1 (x - B'w) + w' Cvv^-1 w]`` with ``w = Lam'z`` in the
+scaled MME (``B = Cvv^-1 Lam'Z'WX``, ``Sb`` the Schur complement of the fixed effects); without the random
+part it is ``x' Cov(b) x``.  A level of a grouping factor not seen in the fit gets no random effect (its BLUP is
+the prior mean 0, lme4's ``allow.new.levels = TRUE``), so its prediction is the population one.  Correlated
+residuals are not predicted (no kriging of the residual at new positions).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.sparse as sp
+
+from ..design.random import block_design_for
+from ..errors import DataError, LMMWarning
+
+__all__ = ["Prediction"]
+
+
+class Prediction:
+    """``predict`` (see the module docstring)."""
+
+    def predict(self, newdata: pd.DataFrame | None = None, include_random: bool = True,
+                se: bool = False):
+        """Predictions ``X b (+ Z u)`` for the rows of the fit or for ``newdata``.
+
+        Parameters
+        ----------
+        newdata : DataFrame, optional
+            Needs the columns of the fixed part and, with ``include_random``, of the random terms; never
+            modified.  Without it, the fit's own rows.
+        include_random : bool
+            Add the BLUPs of the random effects (conditional prediction); False gives the population
+            (marginal) prediction ``X b``.
+        se : bool
+            Also return standard errors (prediction error for the conditional prediction).
+
+        Returns
+        -------
+        Series, or DataFrame with ``prediction`` and ``std_error`` when ``se``
+        """
+        mme, ev = self.mme, self.evaluation
+        if newdata is None:
+            X, Z = mme.X, mme.Z
+            index = self.frame.index if self.frame is not None else pd.RangeIndex(mme.n)
+        else:
+            X, Z = self._new_design(newdata, include_random)
+            index = newdata.index
+        pred = X @ ev.beta
+        if include_random and mme.q:
+            pred = pred + Z @ ev.u
+        out = pd.Series(np.asarray(pred, dtype=float), index=index, name="prediction")
+        if not se:
+            return out
+        return pd.DataFrame({"prediction": out, "std_error": self._prediction_se(X, Z if include_random else None)},
+                            index=index)
+
+    def _new_design(self, newdata, include_random: bool):
+        if not isinstance(newdata, pd.DataFrame):
+            raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+        needed = set(self.fixed_design.spec.required_variables)
+        if include_random:
+            needed |= {v for blk in self.mme.blocks for v in _block_variables(blk)}
+        absent = sorted(v for v in needed if v not in newdata.columns)
+        if absent:
+            raise DataError(f"newdata lacks the column(s) {absent} used by the model; add them (or predict with "
+                            "include_random=False, which needs only the fixed part's columns)")
+        incomplete = [v for v in sorted(needed) if newdata[v].isna().any()]
+        if incomplete:
+            raise DataError(f"newdata has missing values in {incomplete}; drop or fill those rows before "
+                            "predicting")
+        Xf = _model_matrix(self.fixed_design.spec, newdata, "fixed-effect")
+        X = Xf[:, self.fixed_design.kept]
+        if not include_random or not self.mme.q:
+            return X, None
+        parts, unseen = [], np.zeros(len(newdata), dtype=bool)
+        for blk in self.mme.blocks:
+            Zk, new = block_design_for(blk, newdata)
+            parts.append(Zk)
+            unseen |= new
+        if unseen.any():
+            warnings.warn(f"{int(unseen.sum())} row(s) of newdata have grouping levels not in the fit; their "
+                          "random effects are predicted at 0 (the population mean)", LMMWarning, stacklevel=3)
+        return X, sp.hstack(parts, format="csc")
+
+    def _prediction_se(self, X: np.ndarray, Z) -> np.ndarray:
+        mme, ev = self.mme, self.evaluation
+        if Z is None or mme.q == 0:
+            return np.sqrt(np.einsum("rp,pq,rq->r", X, self.vcov.to_numpy(), X))
+        W = np.asarray((Z @ mme.lam(ev.theta)).T.todense())            # Lam'z for every row (q x r)
+        D = X.T - ev.B.T @ W                                            # x - B'w  (p x r)
+        half = scipy.linalg.solve_triangular(ev.schur_chol, D, lower=True) if mme.p else np.zeros((0, D.shape[1]))
+        var = np.sum(half**2, axis=0) + np.sum(W * mme.factor_at(ev.theta).solve(W), axis=0)
+        return np.sqrt(ev.sigma2 * var)
+
+
+def _model_matrix(spec, data: pd.DataFrame, what: str) -> np.ndarray:
+    """``spec`` applied to new data; a factor level the fit never saw is an error (formulaic would give NaN)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            M = np.asarray(spec.get_model_matrix(data, na_action="raise", output="numpy"), dtype=float)
+        except Exception as exc:
+            raise DataError(f"cannot build the {what} design for newdata: {str(exc).splitlines()[0]}") from None
+    unseen = [str(w.message).split(":", 1)[-1].split(".")[0].strip() for w in caught
+              if "outside of the nominated levels" in str(w.message)]
+    if unseen or not np.all(np.isfinite(M)):
+        raise DataError(f"newdata has factor levels the fit never saw ({'; '.join(unseen) or 'non-finite values'})"
+                        f" in the {what} part; a fixed factor needs levels seen in the fit")
+    return M
+
+
+def _block_variables(blk) -> set[str]:
+    """Data columns a random block needs: its left side and its grouping."""
+    out = set(blk.spec.required_variables) if blk.spec is not None else set()
+    if blk.grid is not None:
+        out |= {d.variable for d in blk.grid.dimensions}
+    elif blk.term is not None:
+        out |= {p.variable for p in blk.term.group}
+    return out
