@@ -20,6 +20,7 @@ from ..errors import ModelSpecificationError
 from ..inference import contrast_df, satterthwaite_state
 from .fixed_tests import FixedEffectTests
 from .prediction import Prediction
+from .diagnostics import Diagnostics
 
 __all__ = ["FitResult"]
 
@@ -32,7 +33,7 @@ def _labels(table: pd.DataFrame) -> list[str]:
 
 
 @dataclass(frozen=True, eq=False)
-class FitResult(FixedEffectTests, Prediction):
+class FitResult(FixedEffectTests, Prediction, Diagnostics):
     """A fitted linear mixed model.
 
     Attributes
@@ -342,7 +343,10 @@ class FitResult(FixedEffectTests, Prediction):
 
     @cached_property
     def shrinkage(self) -> pd.DataFrame:
-        """Per term and effect: levels, observations per level, variance and reliability ``1 - PEV/sigma_u^2``.
+        """Per term and effect: levels, observations per level, variance, reliability ``1 - PEV/sigma_u^2``
+        (mean, min, max), the term's effective degrees of freedom ``edf = q - tr(G^-1 C^uu)`` and, for a
+        one-effect term, the generalised heritability ``H2`` of Cullis et al. (2006)
+        (:meth:`term_heritability`); per level: :meth:`shrinkage_detail`.
 
         For a term with a known matrix ``K`` the prior variance of level l is ``sigma_u^2 K_ll``
         (``sigma_a^2 (1 + F_l)`` in an animal model), and the reliability uses it.
@@ -353,6 +357,8 @@ class FitResult(FixedEffectTests, Prediction):
         rows = []
         for k, blk in enumerate(self.mme.blocks):
             S = self.term_covariance(k)
+            edf = self._effective_df(k)
+            h2 = self.term_heritability(blk.name) if blk.n_columns == 1 else np.nan
             counts = np.bincount(blk.factor.codes, minlength=blk.n_levels)
             prior = blk.known.diagonal if blk.known is not None else 1.0  # 1 + F for a relationship matrix
             for j, col in enumerate(blk.columns):
@@ -361,7 +367,7 @@ class FitResult(FixedEffectTests, Prediction):
                 rows.append({"term": blk.name, "effect": col, "n_levels": blk.n_levels,
                              "obs_per_level": counts.mean(), "variance": var,
                              "reliability_mean": np.mean(rel), "reliability_min": np.min(rel),
-                             "reliability_max": np.max(rel)})
+                             "reliability_max": np.max(rel), "edf": edf, "H2": h2})
         return pd.DataFrame(rows)
 
     # ---- fitted values --------------------------------------------------------------------
