@@ -40,7 +40,7 @@ def test_new_levels_get_the_population_prediction(sleep_fit):
 def test_prediction_errors_equal_the_dense_mixed_model_equations(sleep_fit):
     """PEV of x'b + z'u is sigma^2 [x z] C^-1 [x z]' with C the (unscaled) MME of Henderson."""
     fit = sleep_fit
-    mme, ev = fit.mme, fit.evaluation
+    mme = fit.mme
     new = pd.DataFrame({"Days": [0.0, 3.5, 9.0], "Subject": ["308", "330", "372"]})
     got = fit.predict(new, se=True)
     X, Z = mme.X, mme.Z.toarray()
