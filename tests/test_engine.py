@@ -69,6 +69,21 @@ def test_bilinear_map_equals_dense_products_and_traces(n, m, seed):
     np.testing.assert_allclose(got, exact_mm, atol=1e-12)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 50), st.floats(0.02, 0.4), st.floats(0.0, 1.0), st.integers(0, 10_000))
+def test_takahashi_with_a_dense_trailing_block_equals_the_dense_inverse(n, density, split, seed):
+    from lmmformula.engine.selinv import takahashi
+
+    rng = np.random.default_rng(seed)
+    A = sp.random(n, n, density=density, random_state=rng)
+    A = (A + A.T).tocsc()
+    A = (A + sp.diags(np.asarray(abs(A).sum(axis=1)).ravel() + 1.0)).tocsc()
+    L, d, p = SparseFactor(A)._get()
+    S = takahashi(L, d, p, dense_from=int(round(split * n))).tocoo()
+    inv = np.linalg.inv(A.toarray())
+    np.testing.assert_allclose(S.data, inv[S.row, S.col], rtol=1e-9, atol=1e-12)
+
+
 def test_column_dots_sparse_equals_dense():
     rng = np.random.default_rng(1)
     A = sp.random(30, 30, density=0.2, random_state=rng)

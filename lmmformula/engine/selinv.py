@@ -10,11 +10,18 @@ one gives, for every ``i > j`` in the pattern of column ``j`` of ``L``,
 (Takahashi, Fagan & Chen 1973; Erisman & Tinney 1975).  Every ``Z[i, k]``
 needed lies in the pattern of ``L + L'`` because that pattern is closed
 under elimination, so only entries on the pattern are ever computed.
+
+Fill-reducing orderings of crossed designs end in a nearly full block; there the recursion's binary searches
+are far slower than a dense inverse.  The trailing block from column ``t`` on is therefore inverted by LAPACK:
+``Z_tt`` is the inverse of the Schur complement ``(I + L_tt) D_tt (I + L_tt)'`` (``potri`` on
+``(I + L_tt) D_tt^{1/2}``), and the recursion for the columns before ``t`` reads ``Z[i, k]`` there directly;
+``t`` balances the two costs (:func:`dense_start`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 from numba import njit
 
@@ -38,11 +45,18 @@ def _find(indptr, indices, col, row):
 
 
 @njit(cache=True)
-def _takahashi_kernel(n, indptr, indices, lx, d, zx, zd):
+def _takahashi_kernel(n, t, indptr, indices, lx, d, zx, zd, Zd):
+    """Columns ``j >= t`` are read from the dense inverse ``Zd`` of the trailing block; the others follow the
+    recursion, reading ``Z[i, k]`` from ``Zd`` when both ``i, k >= t`` and by binary search otherwise."""
     missing = 0
     for j in range(n - 1, -1, -1):
         start = indptr[j]
         stop = indptr[j + 1]
+        if j >= t:
+            for a in range(start, stop):
+                zx[a] = Zd[indices[a] - t, j - t]
+            zd[j] = Zd[j - t, j - t]
+            continue
         for a in range(start, stop):
             i = indices[a]
             acc = 0.0
@@ -50,6 +64,8 @@ def _takahashi_kernel(n, indptr, indices, lx, d, zx, zd):
                 k = indices[b]
                 if i == k:
                     z = zd[i]
+                elif i >= t and k >= t:
+                    z = Zd[i - t, k - t]
                 else:
                     c = i if i < k else k
                     r = k if i < k else i
@@ -68,7 +84,42 @@ def _takahashi_kernel(n, indptr, indices, lx, d, zx, zd):
     return missing
 
 
-def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray) -> sp.csc_matrix:
+SPARSE_STEP_COST = 2e-8    # seconds per (i, k) pair of the simplicial recursion (binary search), measured
+DENSE_FLOP_COST = 4e-10    # seconds per flop of LAPACK potrf/potri on one thread, measured
+DENSE_BLOCK_MAX = 6000     # a trailing dense block holds at most this many columns (288 MB)
+
+
+def dense_start(L: sp.csc_matrix) -> int:
+    """Where the trailing block that is cheaper to invert densely starts (``n`` for none).
+
+    AMD orderings of crossed designs end in a nearly full block; there the recursion's binary searches cost far
+    more than LAPACK's dense inverse.  The split minimises ``SPARSE_STEP_COST * sum_{j<t} nnz_j^2 +
+    DENSE_FLOP_COST * (n - t)^3``.
+    """
+    n = L.shape[0]
+    counts = np.diff(L.indptr).astype(float)
+    sparse_cost = SPARSE_STEP_COST * np.concatenate([[0.0], np.cumsum(counts**2)])   # cost of columns < t
+    t = np.arange(n + 1)
+    cost = sparse_cost + DENSE_FLOP_COST * (n - t).astype(float) ** 3
+    cost[n - t > DENSE_BLOCK_MAX] = np.inf
+    return int(np.argmin(cost))
+
+
+def _dense_trailing_inverse(L: sp.csc_matrix, d: np.ndarray, t: int) -> np.ndarray:
+    """Inverse of the trailing Schur complement ``(I + L_tt) D_tt (I + L_tt)'`` by LAPACK (``potri``)."""
+    m = L.shape[0] - t
+    if m == 0:
+        return np.zeros((0, 0))
+    block = L[t:, t:].toarray() + np.eye(m)
+    chol = block * np.sqrt(d[t:])[None, :]
+    inv, info = scipy.linalg.lapack.dpotri(chol, lower=True)
+    if info != 0:
+        raise RuntimeError("selected inversion: the trailing block is singular")
+    inv = np.tril(inv)
+    return inv + np.tril(inv, -1).T
+
+
+def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int | None = None) -> sp.csc_matrix:
     """Entries of ``A^{-1}`` on the pattern of ``L + L'``, in the original ordering.
 
     Parameters
@@ -79,6 +130,8 @@ def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray) -> sp.csc_matri
         Diagonal of ``D``.
     perm : ndarray of int
         ``A[perm][:, perm] = (I + L) D (I + L)'``.
+    dense_from : int, optional
+        First column of the trailing block inverted densely (default :func:`dense_start`; ``n`` for none).
 
     Returns
     -------
@@ -90,8 +143,11 @@ def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray) -> sp.csc_matri
     n = L.shape[0]
     zx = np.zeros(L.nnz)
     zd = np.zeros(n)
-    missing = _takahashi_kernel(n, L.indptr.astype(np.int64), L.indices.astype(np.int64),
-                                L.data.astype(np.float64), np.asarray(d, dtype=np.float64), zx, zd)
+    d = np.asarray(d, dtype=np.float64)
+    t = dense_start(L) if dense_from is None else int(dense_from)
+    Zd = np.ascontiguousarray(_dense_trailing_inverse(L, d, t))
+    missing = _takahashi_kernel(n, t, L.indptr.astype(np.int64), L.indices.astype(np.int64),
+                                L.data.astype(np.float64), d, zx, zd, Zd)
     if missing:
         raise RuntimeError("selected inversion: factor pattern is not closed under elimination")
     cols = np.repeat(np.arange(n), np.diff(L.indptr))
