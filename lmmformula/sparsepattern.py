@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["pattern_of", "pattern_keys", "values_on", "scatter"]
+__all__ = ["PatternError", "pattern_of", "pattern_keys", "values_on", "scatter"]
+
+
+class PatternError(Exception):
+    """A matrix has an entry outside its fixed pattern: a bug, never an inadmissible parameter value (so it
+    is deliberately not an ArithmeticError or RuntimeError, which the optimizer treats as 'try a shorter
+    step')."""
 
 
 def pattern_of(M: sp.spmatrix) -> sp.csc_matrix:
@@ -31,7 +37,7 @@ def values_on(M: sp.spmatrix, keys: np.ndarray, *, strict: bool = True) -> np.nd
 
     With ``strict``, an entry of ``M`` outside ``keys`` that is not negligible (relative 1e-12) is an error.
     """
-    M = sp.csc_matrix(M)
+    M = sp.csc_matrix(M, copy=True)  # the caller's matrix is not sorted in place
     M.sum_duplicates()
     M.sort_indices()
     mkeys = pattern_keys(M)
@@ -40,7 +46,7 @@ def values_on(M: sp.spmatrix, keys: np.ndarray, *, strict: bool = True) -> np.nd
     if strict and not hit.all():
         stray = np.abs(M.data[~hit]).max()
         if stray > 1e-12 * max(float(np.abs(M.data).max()), 1e-300):
-            raise RuntimeError("a matrix has an entry outside its fixed sparsity pattern")
+            raise PatternError("a matrix has an entry outside its fixed sparsity pattern")
     out = np.zeros(keys.size)
     out[pos[hit]] = M.data[hit]
     return out

@@ -32,10 +32,14 @@ def test_takahashi_equals_dense_inverse_on_the_pattern(n, density, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(1, 40), st.integers(1, 7), st.integers(0, 10_000))
-def test_bilinear_map_equals_dense_products_and_traces(n, m, seed):
-    """BilinearMap: M'WN from W's values, and its adjoints give tr(T' M'dWN) for any dW on W's pattern."""
-    from lmmformula.engine.crossproducts import BilinearMap
+@given(st.integers(1, 40), st.integers(1, 7), st.integers(0, 10_000), st.booleans())
+def test_bilinear_map_equals_dense_products_and_traces(n, m, seed, lazy):
+    """BilinearMap: M'WN from W's values, and its adjoints give tr(T' M'dWN) for any dW on W's pattern; the
+    same when the map is too large to store and is applied lazily."""
+    from lmmformula.engine import crossproducts
+
+    class BilinearMap(crossproducts.BilinearMap):
+        MAX_ENTRIES = -1 if lazy else crossproducts.BilinearMap.MAX_ENTRIES
     from lmmformula.sparsepattern import pattern_keys
 
     rng = np.random.default_rng(seed)
@@ -146,3 +150,18 @@ def test_verbose_prints_one_line_per_iteration(capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("iter")]
     assert len(lines) == len(fit.optimizer.history)
     assert "logL" in lines[-1] and "theta" in lines[-1]
+
+
+def test_lazy_bilinear_maps_give_the_same_fit(monkeypatch):
+    """Models whose maps would be too large apply them lazily (dense residual blocks, several Z entries per
+    row): the same optimum."""
+    from lmmformula.engine.crossproducts import BilinearMap
+
+    data = load_data("slatehall")
+    formula = "yield ~ gen + (1 | rep) + ar1(row):ar1(col)"
+    stored = lmf.LMM.from_formula(formula, data).fit()
+    monkeypatch.setattr(BilinearMap, "MAX_ENTRIES", -1)
+    lazy = lmf.LMM.from_formula(formula, data).fit()
+    assert lazy.mme.cross.zz.lazy and lazy.mme.cross.xx.lazy
+    assert lazy.loglik == pytest.approx(stored.loglik, abs=1e-9)
+    np.testing.assert_allclose(lazy.theta, stored.theta, rtol=1e-6)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import lmmformula as lmf
@@ -89,6 +89,8 @@ def test_bad_inference_requests_raise_lmmerror(oats_fit, call):
 
 @settings(max_examples=15, deadline=None)
 @given(st.integers(3, 5), st.integers(2, 3), st.integers(2, 4), st.integers(0, 10_000))
+@example(3, 2, 4, 0)    # Kenward-Roger's A2 = q case (pbkrtest's 0/0 rule)
+@example(3, 2, 3, 271)  # the same with rounding of 3e-14 in both vanishing terms
 def test_satterthwaite_df_are_the_classical_split_plot_df(n_block, n_main, n_sub, seed):
     """Balanced split plot: whole-plot factor A tested on (b - 1)(a - 1) df, sub-plot factor B and A:B on
     a (b - 1)(s - 1) df, when both variance estimates are interior (lmerTest's property for balanced designs)."""

@@ -122,7 +122,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
                 if R is not None:
                     vals *= R[index[0], index[1]]
             return vals
-        P = self.precision_pattern()
+        P = self.shared_pattern()
         rows, cols = P.indices, np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
         vals = self._entries(Rs, [d.positions[rows] for d in self.dimensions],
                              [d.positions[cols] for d in self.dimensions])
@@ -225,11 +225,13 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         for a_idx, b_idx, where in self._schur_plan():
             A = self._block(Qs, a_idx)
             B = self._block(Qs, b_idx)
-            M = np.linalg.solve(A, B.T)          # A^-1 B' (A: a small principal block of a precision)
+            chol = np.linalg.cholesky(A)         # raises LinAlgError outside the admissible region
             if not derivatives:
-                logdet_mm += float(np.linalg.slogdet(A)[1])
-                vals[0][where] -= (B @ M).ravel()
+                logdet_mm += 2.0 * float(np.log(np.diag(chol)).sum())
+                half = np.linalg.solve(chol, B.T)
+                vals[0][where] -= (half.T @ half).ravel()
                 continue
+            M = np.linalg.solve(A, B.T)          # A^-1 B'
             for dQ, v in zip(dQs, vals):
                 dU = self._block(dQ, b_idx) @ M
                 v[where] -= (dU + dU.T - M.T @ self._block(dQ, a_idx) @ M).ravel()
@@ -273,7 +275,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         if "_gather" not in self.__dict__:
             plan = None
             if all(d.kind == "id" or d.size <= self.GATHER_MAX for d in self.dimensions):
-                P = self.precision_pattern()
+                P = self.shared_pattern()
                 cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
                 rows = P.indices
                 index = [(d.positions[rows], d.positions[cols]) if d.kind != "id" else None
@@ -341,19 +343,23 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         return self.on_pattern(vals), logdet
 
     def on_pattern(self, vals: np.ndarray) -> sp.csc_matrix:
-        """The sparse matrix with ``vals`` on :meth:`precision_pattern`."""
-        P = self.precision_pattern()
-        return sp.csc_matrix((vals, P.indices, P.indptr), shape=P.shape)
+        """The sparse matrix with ``vals`` on :meth:`precision_pattern` (its own copy of the index arrays)."""
+        P = self.shared_pattern()
+        return sp.csc_matrix((vals, P.indices.copy(), P.indptr.copy()), shape=P.shape)
 
     def _on_pattern(self, M: sp.spmatrix) -> np.ndarray:
         """Values of ``M`` on :meth:`precision_pattern` (entries of ``M`` outside it must be zero)."""
         if "_pattern_keys" not in self.__dict__:
-            object.__setattr__(self, "_pattern_keys", pattern_keys(self.precision_pattern()))
+            object.__setattr__(self, "_pattern_keys", pattern_keys(self.shared_pattern()))
         return values_on(M, self.__dict__["_pattern_keys"])
 
     def precision_pattern(self) -> sp.csc_matrix:
         """Structural pattern of :meth:`precision` (the same for every value of the correlations; CSC with
-        sorted indices, computed once)."""
+        sorted indices; a copy of the cached one)."""
+        return self.shared_pattern().copy()
+
+    def shared_pattern(self) -> sp.csc_matrix:
+        """The cached pattern, shared (its index arrays are read-only: every value vector is aligned with them)."""
         if "_pattern" in self.__dict__:
             return self.__dict__["_pattern"]
         W, _ = self.full_precision(self.generic_eta())
@@ -373,6 +379,8 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         P.sum_duplicates()
         P.sort_indices()
         P.data[:] = 1.0
+        P.indices.flags.writeable = False
+        P.indptr.flags.writeable = False
         object.__setattr__(self, "_pattern", P)
         return P
 

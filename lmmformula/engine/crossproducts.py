@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..covariance.residual import ResidualStructure
-from ..sparsepattern import pattern_keys, pattern_of, scatter
+from ..sparsepattern import pattern_keys, pattern_of, scatter, values_on
 
 __all__ = ["CrossProducts", "WeightedProducts", "BilinearMap"]
 
@@ -38,12 +38,21 @@ class BilinearMap:
         ``M'WN`` in row-major order.
     """
 
+    MAX_ENTRIES = 4_000_000  # a larger map (dense W blocks with several Z entries per row) is applied lazily
+
     def __init__(self, M, N, rows: np.ndarray, cols: np.ndarray, out_keys: np.ndarray | None = None):
         A = sp.csr_matrix(M)[rows]
         B = sp.csr_matrix(N)[cols]
         self.shape = (A.shape[1], B.shape[1])
+        self._dense = out_keys is None
+        self._symmetric = M is N
         na, nb = np.diff(A.indptr), np.diff(B.indptr)
         count = na * nb
+        self.lazy = int(count.sum()) > self.MAX_ENTRIES
+        if self.lazy:  # keep the row-selected factors; products are formed at each call
+            self._A, self._B, self._M, self._N = A.tocsc(), B, sp.csc_matrix(M), sp.csc_matrix(N)
+            self._rows, self._cols, self._out_keys = rows, cols, out_keys
+            return
         k = np.repeat(np.arange(rows.size), count)
         local = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
         ia = A.indptr[k] + local // nb[k]
@@ -56,24 +65,39 @@ class BilinearMap:
         vals = A.data[ia] * B.data[ib]
         G = sp.csr_matrix((vals, (out, k)), shape=(n_out, rows.size))
         self._G, self._Gt = G, G.T.tocsr()
-        self._dense = out_keys is None
         self._Gt_lower = None
-        if out_keys is None and M is N:  # symmetric M'WM: adjoint reading the lower triangle only
+        if out_keys is None and self._symmetric:  # symmetric M'WM: adjoint reading the lower triangle only
             lower = np.maximum(a, b) * self.shape[1] + np.minimum(a, b)
             self._Gt_lower = sp.csr_matrix((vals, (k, lower)), shape=(rows.size, n_out))
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         """``M'WN``: dense, or its values on the output pattern."""
+        if self.lazy:
+            n = self._M.shape[0]
+            W = sp.csr_matrix((w, (self._rows, self._cols)), shape=(n, n))
+            P = self._M.T @ (W @ self._N)
+            return P.toarray() if self._dense else values_on(P, self._out_keys, strict=False)
         out = self._G @ w
         return out.reshape(self.shape) if self._dense else out
 
     def adjoint(self, T: np.ndarray) -> np.ndarray:
         """``t`` with ``t . dw = tr(T' M'dWN)`` (``T`` dense, or values on the output pattern)."""
+        if self.lazy:  # t_k = (M T N')[r_k, c_k] = sum of (M[r_k] T) * N[c_k]
+            if self._dense:
+                AT = self._A @ np.asarray(T).reshape(self.shape)
+                return np.asarray(self._B.multiply(AT).sum(axis=1)).ravel()
+            keys = self._out_keys
+            Tm = sp.csc_matrix((np.asarray(T, dtype=float), (keys % self.shape[0], keys // self.shape[0])),
+                               shape=self.shape)
+            return np.asarray(self._B.multiply(self._A @ Tm).sum(axis=1)).ravel()
         return self._Gt @ np.ravel(T)
 
     def adjoint_lower(self, T: np.ndarray) -> np.ndarray:
         """:meth:`adjoint` of a symmetric ``T`` given by its lower triangle (the upper one is not read; for
         ``M'WM`` maps with dense output, e.g. the inverse from LAPACK ``potri``)."""
+        if self.lazy:
+            T = np.tril(T)
+            return self.adjoint(T + np.tril(T, -1).T)
         return self._Gt_lower @ np.ravel(T)
 
 
@@ -108,12 +132,13 @@ class CrossProducts:
         if residual is None:
             w_pattern = sp.identity(y.size, format="csc")
         else:
-            w_pattern = residual.precision_pattern()
+            w_pattern = residual.shared_pattern()
         zp = pattern_of(Z)
         pat = (zp.T @ w_pattern @ zp).tocsc()
         pat.sort_indices()
         self.ztwz_pattern = pattern_of(pat)
         self._keys = pattern_keys(self.ztwz_pattern)
+        self.pattern_keys = self._keys  # keys of the Z'WZ pattern (for values read off other matrices)
         self._cache: dict[tuple[float, ...], WeightedProducts] = {}
         self._solvers: dict[tuple[float, ...], object] = {}
         # indicator columns (a fixed factor with many levels) make X mostly zeros: multiply it sparsely
@@ -138,7 +163,8 @@ class CrossProducts:
             return hit
         y, X, Z = self.y, self.X, self.Z
         if self.residual is None:
-            prod = WeightedProducts(eta=key, W=None, logdet_r=0.0, ZtWZ=scatter(Z.T @ Z, self.ztwz_pattern, self._keys),
+            prod = WeightedProducts(eta=key, W=None, logdet_r=0.0,
+                                    ZtWZ=scatter(Z.T @ Z, self.ztwz_pattern, self._keys),
                                     ZtWX=np.asarray(Z.T @ X), XtWX=X.T @ X, ZtWy=np.asarray(Z.T @ y).ravel(),
                                     XtWy=X.T @ y)
         else:

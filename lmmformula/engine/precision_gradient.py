@@ -22,7 +22,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from ..sparsepattern import pattern_keys, values_on
+from ..sparsepattern import values_on
 from .selinv import column_dots
 
 __all__ = ["residual_gradient", "grouping_gradient", "precision_derivatives"]
@@ -70,7 +70,7 @@ def _lam_s_lam(mme, theta: np.ndarray, S) -> np.ndarray:
     lam = mme.lam(theta)
     pattern = mme.cross.ztwz_pattern
     if sp.issparse(S):
-        return values_on(lam @ S @ lam.T, pattern_keys(pattern), strict=False)
+        return values_on(lam @ S @ lam.T, mme.cross.pattern_keys, strict=False)
     M = np.asarray(lam @ np.asarray(lam @ S).T).T
     cols = np.repeat(np.arange(pattern.shape[1]), np.diff(pattern.indptr))
     return M[pattern.indices, cols]

@@ -185,7 +185,6 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         if free.any():
             direction[free] = _solve_psd(der.ai[np.ix_(free, free)], score[free])
         crit = float(score[free] @ direction[free]) if free.any() else 0.0
-        corrected = False
         if secant is not None:
             # near the optimum (AI decrement below SECANT_FROM) the corrected AI models the curvature better
             near = prev_crit < SECANT_FROM
@@ -194,7 +193,6 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
                 curvature = secant.model(der.ai, free)
                 if curvature is not der.ai:
                     direction[free] = _solve_psd(curvature[np.ix_(free, free)], score[free])
-                    corrected = True
         gain = float(score[free] @ direction[free]) if free.any() else 0.0  # predicted by the model used
         if (it > em_steps or algorithm == "EM") and crit < tol and last_change < tol:
             newly = _release_boundary(mme, ev, held, releases)
@@ -213,8 +211,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
                     predicted = (step - 0.5 * step**2) * gain
                     ratio = 0.5 * (ev.deviance - new_ev.deviance) / predicted
                     poor_ai = poor_ai + 1 if not 0.25 <= ratio <= 4.0 else 0
-                    # full steps converging only linearly (unless the secant correction is taking care of it)
-                    slow = step == 1.0 and crit > 0.3 * prev_crit and not corrected
+                    slow = step == 1.0 and crit > 0.3 * prev_crit  # full steps converging only linearly
                     slow_steps = slow_steps + 1 if slow else 0
                     newton_mode = poor_ai >= 2 or slow_steps >= 2 or it > em_steps + 20
             if new_ev is None or newton_mode:

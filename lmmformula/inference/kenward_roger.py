@@ -147,10 +147,11 @@ def kr_test(state: KenwardRogerState, beta: np.ndarray, L: np.ndarray) -> tuple[
     c1, c2, c3 = g / den, (q - g) / den, (q + 2 - g) / den
     # rho = V* / (2 E*^2) written without E* = 1 / (1 - A2 / q), which is infinite in some balanced designs
     # (A2 = q); there the ratio (1 - A2/q) / (1 - c2 B) of two vanishing terms is taken as 1, as pbkrtest does
+    # (pbkrtest's test is |.| < 1e-14; rounding leaves ~1e-13 here, so the test is |.| < 1e-10)
     v0 = 1.0 + c1 * B
     v0 = 0.0 if abs(v0) < 1e-10 else v0
     top, bottom = 1.0 - A2 / q, 1.0 - c2 * B
-    ratio = 1.0 if abs(top) < 1e-14 and abs(bottom) < 1e-14 else top / bottom
+    ratio = 1.0 if abs(top) < 1e-10 and abs(bottom) < 1e-10 else top / bottom
     with np.errstate(divide="ignore", invalid="ignore"):  # as pbkrtest: 1 - c3 B = 0 gives rho = inf, m = 4
         rho = ratio**2 * v0 / (q * (1.0 - c3 * B))
         m = 4.0 + (q + 2.0) / (q * rho - 1.0)
