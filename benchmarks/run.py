@@ -11,7 +11,7 @@ repeats (after import and JIT warm-up), its iterations and peak memory, the same
 lme4 and statsmodels MixedLM where available, the time ratios, and the largest log-likelihood difference.
 A fast wrong answer is a failure: the script exits with status 1 when a log-likelihood differs by
 more than 1e-3 from lme4's (structured models, which lme4 cannot fit, are checked against dense brute force
-and nlme/glmmTMB in the tests).  The full suite of issue #5 (InstEval, pedigrees) is not here yet.
+and nlme/glmmTMB in the tests).  ``--large`` adds the 100,000-animal model (minutes per fit).
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ sys.path.insert(0, str(ROOT))
 
 import lmmformula as lmf  # noqa: E402
 from lmmformula.datasets import load  # noqa: E402
+from lmmformula.pedigree import inverse_relationship  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 
 CASES = [
-    # name, loader, formula, statsmodels spec (formula, groups, re_formula) or None, quick
+    # name, loader, formula, statsmodels spec (formula, groups, re_formula) or None, tier: True = also in
+    # --quick (CI), False = the default suite, "large" = only with --large (minutes per fit)
     # (formulas with a residual structure have no lme4 equivalent and are timed for lmmformula only)
     ("sleepstudy slopes", lambda: pd.read_csv(DATA / "sleepstudy.csv"), "Reaction ~ Days + (Days | Subject)",
      ("Reaction ~ Days", "Subject", "~Days"), True),
@@ -71,9 +73,70 @@ CASES = [
      "Reaction ~ Days + ar1(0 + factor(Days) | Subject)", None, True),
     # issue #3: 100 x 100 plots, 2000 random genotypes, AR1 x AR1 residual (target < 5 s, < 1 GB); run last so
     # the peak memory printed below is its own
+    # issue #5: InstEval (lme4's data, exported once by R into benchmarks/data), a longitudinal AR1 model and an
+    # animal model with a pedigree (A^-1 from lmmformula.pedigree)
+    ("InstEval y ~ service + (1|s) + (1|d) + (1|dept:service)", lambda: insteval(),
+     "y ~ service + (1 | s) + (1 | d) + (1 | dept:service)", None, False),
+    ("simulated longitudinal 5000 x 8, Subject:ar1(time)", lambda: simulated_longitudinal(),
+     "y ~ time + (1 | Subject) + Subject:ar1(time)", None, False),
+    ("simulated animal model, 30,000-animal pedigree", lambda: simulated_animal(30_000),
+     'y ~ 1 + (1 | vm(animal, "A"))', None, False),
+    ("simulated animal model, 100,000-animal pedigree", lambda: simulated_animal(100_000),
+     'y ~ 1 + (1 | vm(animal, "A"))', None, "large"),
+    # issue #3: 100 x 100 plots, 2000 random genotypes, AR1 x AR1 residual (target < 5 s, < 1 GB); run last so
+    # the peak memory printed below is its own
     ("simulated 100x100 AR1xAR1, 2000 genotypes", lambda: simulated_field(), "y ~ 1 + (1 | gen) + ar1(row):ar1(col)",
      None, False),
 ]
+
+
+def insteval() -> pd.DataFrame:
+    """lme4's InstEval (73,421 ratings), ids as labels so that every engine reads them as factors."""
+    d = pd.read_csv(ROOT / "benchmarks" / "data" / "InstEval.csv.gz")
+    for col, prefix in (("s", "s"), ("d", "d"), ("dept", "D"), ("service", "S")):
+        d[col] = prefix + d[col].astype(str)
+    return d
+
+
+def simulated_longitudinal(seed: int = 1, n_subjects: int = 5000, n_times: int = 8) -> pd.DataFrame:
+    """AR1(0.6) series of ``n_times`` visits per subject, subject intercepts, 3% of visits missed."""
+    rng = np.random.default_rng(seed)
+    sub = np.repeat(np.arange(n_subjects), n_times)
+    t = np.tile(np.arange(n_times), n_subjects)
+    e = np.empty((n_subjects, n_times))
+    e[:, 0] = rng.normal(size=n_subjects)
+    for j in range(1, n_times):
+        e[:, j] = 0.6 * e[:, j - 1] + 0.8 * rng.normal(size=n_subjects)
+    y = 1 + 0.3 * t + rng.normal(0, 0.8, n_subjects)[sub] + e.ravel()
+    d = pd.DataFrame({"y": y, "time": t, "Subject": [f"S{i}" for i in sub]})
+    return d.sample(frac=0.97, random_state=seed).sort_index()
+
+
+def simulated_animal(n_animals: int, seed: int = 1, n_founders: int = 1000, generations: int = 10):
+    """A pedigree of ``n_animals`` (founders, then discrete generations; 10% of the males as sires), breeding
+    values by the recursion ``a = (a_s + a_d) / 2 + m``, heritability 0.3, records on the non-founders.
+    Returns the data and the ``matrices`` argument."""
+    rng = np.random.default_rng(seed)
+    per = (n_animals - n_founders) // generations
+    sire = np.full(n_founders + per * generations, -1)
+    dam = sire.copy()
+    male = rng.integers(0, 2, sire.size).astype(bool)
+    a = np.empty(sire.size)
+    a[:n_founders] = rng.normal(size=n_founders)
+    prev = np.arange(n_founders)
+    for g in range(generations):
+        idx = np.arange(n_founders + g * per, n_founders + (g + 1) * per)
+        males, females = prev[male[prev]], prev[~male[prev]]
+        sires = rng.choice(males, size=max(1, males.size // 10), replace=False)
+        sire[idx], dam[idx] = rng.choice(sires, idx.size), rng.choice(females, idx.size)
+        a[idx] = 0.5 * (a[sire[idx]] + a[dam[idx]]) + rng.normal(0, np.sqrt(0.5), idx.size)
+        prev = idx
+    names = np.array([f"A{i}" for i in range(sire.size)])
+    ped = pd.DataFrame({"animal": names, "sire": np.where(sire >= 0, names[sire], "0"),
+                        "dam": np.where(dam >= 0, names[dam], "0")})
+    obs = np.arange(n_founders, sire.size)
+    y = 10 + np.sqrt(0.3) * a[obs] + rng.normal(0, np.sqrt(0.7), obs.size)
+    return pd.DataFrame({"y": y, "animal": names[obs]}), {"matrices": {"A": inverse_relationship(ped)}}
 
 
 def simulated_field(seed: int = 1, n_row: int = 100, n_col: int = 100, n_gen: int = 2000) -> pd.DataFrame:
@@ -100,12 +163,13 @@ def simulated_crossed(seed: int = 1) -> pd.DataFrame:
     return pd.DataFrame({"y": y, "x": x, "a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b]})
 
 
-def time_lmmformula(data, formula, repeats):
-    lmf.LMM.from_formula(formula, data).fit()  # warm-up (numba JIT cache, imports)
+def time_lmmformula(data, formula, repeats, options=None):
+    options = options or {}
+    lmf.LMM.from_formula(formula, data, **options).fit()  # warm-up (numba JIT cache, imports)
     times, fit = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fit = lmf.LMM.from_formula(formula, data).fit()
+        fit = lmf.LMM.from_formula(formula, data, **options).fit()
         times.append(time.perf_counter() - t0)
     return float(np.median(times)), fit
 
@@ -160,15 +224,21 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small cases, lmmformula only")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default=None, help="run only the cases whose name contains this text")
+    ap.add_argument("--large", action="store_true", help="also the large cases (the 100,000-animal model)")
     args = ap.parse_args(argv)
     rows, failed = [], False
-    for name, loader, formula, sm_spec, quick in CASES:
-        if (args.quick and not quick) or (args.only and args.only not in name):
+    for name, loader, formula, sm_spec, tier in CASES:
+        if (args.quick and tier is not True) or (tier == "large" and not args.large) or (
+                args.only and args.only not in name):
             continue
-        data = loader()
-        t, fit = time_lmmformula(data, formula, args.repeats)
-        r = None if args.quick or ":ar1(" in formula else time_lme4(data, formula, args.repeats)
-        s = None if args.quick else time_statsmodels(data, sm_spec, args.repeats)
+        loaded = loader()
+        data, options = loaded if isinstance(loaded, tuple) else (loaded, {})
+        heavy = data.shape[0] > 50_000 or tier == "large"  # minutes per lme4 fit: fewer repeats
+        repeats = min(args.repeats, 3) if heavy else args.repeats
+        t, fit = time_lmmformula(data, formula, repeats, options)
+        no_lme4 = args.quick or ":ar1(" in formula or "vm(" in formula
+        r = None if no_lme4 else time_lme4(data, formula, repeats)
+        s = None if args.quick else time_statsmodels(data, sm_spec, repeats)
         dll = abs(fit.loglik - r["loglik"]) if r else np.nan
         failed |= bool(dll > 1e-3)
         rows.append({
