@@ -12,7 +12,7 @@ import qdldl
 import scipy.linalg
 import scipy.sparse as sp
 
-from .selinv import takahashi
+from .selinv import dense_start, inverse_layout, takahashi
 
 __all__ = ["SparseFactor", "DenseFactor", "NotPositiveDefinite", "make_factor"]
 
@@ -28,6 +28,8 @@ class SparseFactor:
         self.n = A.shape[0]
         self._solver = qdldl.Solver(A)
         self._factors = None
+        self._layout = None  # the selected inverse's CSC layout (the factor's pattern never changes)
+        self._dense_from = None
 
     def refactor(self, A: sp.csc_matrix) -> None:
         """New values, same pattern: numeric refactorization only."""
@@ -59,7 +61,11 @@ class SparseFactor:
     def selected_inverse(self) -> sp.csc_matrix:
         """``A^{-1}`` on the pattern of the factor (Takahashi), original ordering."""
         L, d, p = self._get()
-        return takahashi(L, d, p)
+        if self._layout is None or self._layout_key[0] != L.nnz or not np.array_equal(self._layout_key[1], L.indptr):
+            self._layout = inverse_layout(L, p)
+            self._layout_key = (L.nnz, L.indptr.copy())
+            self._dense_from = dense_start(L)
+        return takahashi(L, d, p, dense_from=self._dense_from, layout=self._layout)
 
 
 class DenseFactor:

@@ -45,9 +45,11 @@ def _find(indptr, indices, col, row):
 
 
 @njit(cache=True)
-def _takahashi_kernel(n, t, indptr, indices, lx, d, zx, zd, Zd):
+def _takahashi_kernel(n, t, indptr, indices, lx, d, zx, zd, Zd, acc):
     """Columns ``j >= t`` are read from the dense inverse ``Zd`` of the trailing block; the others follow the
-    recursion, reading ``Z[i, k]`` from ``Zd`` when both ``i, k >= t`` and by binary search otherwise."""
+    recursion, reading ``Z[i, k]`` from ``Zd`` when both ``i, k >= t`` and by binary search otherwise.  Each
+    ``Z[i, k]`` of a column's structure is looked up once and used for both ``zx[i]`` and ``zx[k]``
+    (``acc``: scratch of the longest column's length)."""
     missing = 0
     for j in range(n - 1, -1, -1):
         start = indptr[j]
@@ -57,30 +59,31 @@ def _takahashi_kernel(n, t, indptr, indices, lx, d, zx, zd, Zd):
                 zx[a] = Zd[indices[a] - t, j - t]
             zd[j] = Zd[j - t, j - t]
             continue
-        for a in range(start, stop):
-            i = indices[a]
-            acc = 0.0
-            for b in range(start, stop):
-                k = indices[b]
-                if i == k:
-                    z = zd[i]
-                elif i >= t and k >= t:
+        m = stop - start
+        for a in range(m):
+            acc[a] = 0.0
+        for a in range(m):
+            i = indices[start + a]
+            la = lx[start + a]
+            acc[a] += lx[start + a] * zd[i]
+            for b in range(a + 1, m):
+                k = indices[start + b]
+                if i >= t and k >= t:
                     z = Zd[i - t, k - t]
                 else:
-                    c = i if i < k else k
-                    r = k if i < k else i
-                    pos = _find(indptr, indices, c, r)
+                    pos = _find(indptr, indices, i, k)  # i < k: sorted rows
                     if pos < 0:
                         missing += 1
                         z = 0.0
                     else:
                         z = zx[pos]
-                acc += lx[b] * z
-            zx[a] = -acc
-        acc = 0.0
-        for b in range(start, stop):
-            acc += lx[b] * zx[b]
-        zd[j] = 1.0 / d[j] - acc
+                acc[a] += lx[start + b] * z
+                acc[b] += la * z
+        total = 0.0
+        for a in range(m):
+            zx[start + a] = -acc[a]
+            total += lx[start + a] * zx[start + a]
+        zd[j] = 1.0 / d[j] - total
     return missing
 
 
@@ -119,7 +122,8 @@ def _dense_trailing_inverse(L: sp.csc_matrix, d: np.ndarray, t: int) -> np.ndarr
     return inv + np.tril(inv, -1).T
 
 
-def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int | None = None) -> sp.csc_matrix:
+def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int | None = None,
+              layout=None) -> sp.csc_matrix:
     """Entries of ``A^{-1}`` on the pattern of ``L + L'``, in the original ordering.
 
     Parameters
@@ -132,6 +136,8 @@ def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int
         ``A[perm][:, perm] = (I + L) D (I + L)'``.
     dense_from : int, optional
         First column of the trailing block inverted densely (default :func:`dense_start`; ``n`` for none).
+    layout : tuple, optional
+        :func:`inverse_layout` of this factor pattern (computed when not given).
 
     Returns
     -------
@@ -146,19 +152,31 @@ def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int
     d = np.asarray(d, dtype=np.float64)
     t = dense_start(L) if dense_from is None else int(dense_from)
     Zd = np.ascontiguousarray(_dense_trailing_inverse(L, d, t))
+    counts = np.diff(L.indptr)
+    acc = np.empty(int(counts.max(initial=0)))
     missing = _takahashi_kernel(n, t, L.indptr.astype(np.int64), L.indices.astype(np.int64),
-                                L.data.astype(np.float64), d, zx, zd, Zd)
+                                L.data.astype(np.float64), d, zx, zd, Zd, acc)
     if missing:
         raise RuntimeError("selected inversion: factor pattern is not closed under elimination")
+    if layout is None:
+        layout = inverse_layout(L, perm)
+    indptr, indices, order = layout
+    return sp.csc_matrix((np.concatenate([zx, zx, zd])[order], indices, indptr), shape=(n, n))
+
+
+def inverse_layout(L: sp.csc_matrix, perm: np.ndarray):
+    """CSC pattern of ``P (L + L' + I) P'`` in the original ordering and, for the values listed as
+    ``[zx, zx, zd]`` (below the diagonal, above it, diagonal), their order in it: fixed for a fixed factor
+    pattern, so a refactored matrix reuses it."""
+    n = L.shape[0]
     cols = np.repeat(np.arange(n), np.diff(L.indptr))
     rows = L.indices
     p = np.asarray(perm)
     r = np.concatenate([p[rows], p[cols], p])
     c = np.concatenate([p[cols], p[rows], p])
-    v = np.concatenate([zx, zx, zd])
-    out = sp.csc_matrix((v, (r, c)), shape=(n, n))
-    out.sort_indices()
-    return out
+    M = sp.csc_matrix((np.arange(r.size, dtype=float), (r, c)), shape=(n, n))
+    M.sort_indices()
+    return M.indptr.copy(), M.indices.copy(), M.data.astype(np.int64)
 
 
 @njit(cache=True)
