@@ -94,7 +94,8 @@ class LMM:
         max_iter : int, optional
             Defaults to 200 for AI and 20000 for EM.
         tol : float
-            Convergence tolerance on the Newton decrement and on the log-likelihood change.
+            Convergence tolerance on the Newton decrement and on the log-likelihood change (or on the
+            decrement alone when it is below tol / 100).
         start : array, optional
             Starting theta (relative Cholesky factors, formula order).
 
