@@ -16,8 +16,8 @@ from .errors import (
     UnknownColumnError,
 )
 from .formula import parse_formula
-from .inference.compare import compare
 from .model import LMM
+from .inference.compare import compare  # noqa: E402  (after the model: inference uses the design)
 from .results import FitResult
 
 __version__ = "0.1.0"

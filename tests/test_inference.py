@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import lmmformula as lmf
-from conftest import load_data
+from conftest import HERE, load_data
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +185,70 @@ def test_vpredict_rejects_unknown_names_and_code(sleep, expr):
     fit = lmf.LMM.from_formula("Reaction ~ Days + (1 | Subject)", sleep).fit()
     with pytest.raises(lmf.LMMError):
         fit.vpredict(expr)
+
+
+def test_compare_gives_no_boundary_mixture_for_two_new_variances(sleep):
+    data = load_data("Penicillin.csv")
+    one = lmf.LMM.from_formula("diameter ~ 1 + (1 | plate)", data).fit()
+    two = lmf.LMM.from_formula("diameter ~ 1 + (1 | plate) + (1 | sample)", data).fit()
+    assert np.isfinite(lmf.compare(one, two).p_boundary.iloc[1])  # one new variance: the mixture
+    base = lmf.LMM.from_formula("diameter ~ 1 + (1 | plate)", data.assign(
+        blk=np.arange(len(data)) % 4)).fit()
+    both = lmf.LMM.from_formula("diameter ~ 1 + (1 | plate) + (1 | sample) + (1 | blk)", data.assign(
+        blk=np.arange(len(data)) % 4)).fit()
+    assert np.isnan(lmf.compare(base, both).p_boundary.iloc[1])  # two new variances: not 50:50
+
+
+def test_type3_tests_drop_aliased_columns_and_unused_categories():
+    """Unused categories and collinear covariates carry no hypothesis (lmerTest: A on 2 df, no test of x2)."""
+    rng = np.random.default_rng(7)
+    d = pd.DataFrame({"A": rng.choice(["a1", "a2", "a3"], 120), "x": rng.normal(size=120),
+                      "g": rng.choice([f"g{i}" for i in range(12)], 120)})
+    d["y"] = (d.A == "a2") * 0.8 + 0.5 * d.x + rng.normal(size=120) + d.g.map(
+        dict(zip(sorted(d.g.unique()), rng.normal(size=12))))
+    ref = lmf.LMM.from_formula("y ~ A + x + (1 | g)", d).fit().anova()
+    d["A"] = pd.Categorical(d.A, categories=["a1", "a2", "a3", "a4"])
+    d["x2"] = 2 * d.x + 1
+    with pytest.warns(lmf.RankDeficiencyWarning):
+        fit = lmf.LMM.from_formula("y ~ A + x + x2 + (1 | g)", d).fit()
+    table = fit.anova()
+    np.testing.assert_allclose(table.loc[["A", "x"], "F_value"], ref.loc[["A", "x"], "F_value"], rtol=1e-8)
+    assert table.loc["A", "num_df"] == 2
+    assert table.loc["x2", "num_df"] == 0 and np.isnan(table.loc["x2", "F_value"])
+
+
+def test_predict_means_flags_non_estimable_means():
+    """An empty cell of an interaction: its mean and the margin averaging over it are NaN (emmeans: nonEst)."""
+    rng = np.random.default_rng(3)
+    d = pd.DataFrame({"A": rng.choice(["a1", "a2", "a3"], 150), "B": rng.choice(["b1", "b2"], 150),
+                      "g": rng.choice([f"g{i}" for i in range(10)], 150)})
+    d = d[~((d.A == "a3") & (d.B == "b2"))]
+    d["y"] = rng.normal(size=len(d)) + (d.B == "b2") * 0.5
+    with pytest.warns(lmf.RankDeficiencyWarning):
+        fit = lmf.LMM.from_formula("y ~ A * B + (1 | g)", d).fit()
+    cells = fit.predict_means(["A", "B"]).table
+    assert np.isnan(cells.loc["a3:b2", "estimate"]) and np.isfinite(cells.loc["a3:b1", "estimate"])
+    margin_b = fit.predict_means("B").table
+    assert np.isnan(margin_b.loc["b2", "estimate"]) and np.isfinite(margin_b.loc["b1", "estimate"])
+
+
+EXTRA = json.loads((HERE / "golden" / "anova_extra.json").read_text())
+
+
+@pytest.mark.parametrize("case", EXTRA["cases"], ids=lambda c: c["name"])
+def test_unbalanced_type3_tables_match_lmertest(case):
+    """Unbalanced cases (tests/golden/generate_anova_extra.R): a single-term model, where lmerTest's basis is
+    its type I rows, and an unbalanced factorial with a nested random term; lme4 run to a tight optimum."""
+    data = load_data(case["data"])
+    if case["drop"]:
+        data = data.drop(index=np.asarray(case["drop"]) - 1)
+    fit = lmf.LMM.from_formula(case["formula"], data).fit()
+    assert fit.loglik == pytest.approx(case["loglik"], abs=1e-6)
+    for ddf in ("satterthwaite", "kenward_roger"):
+        table = fit.anova(ddf=ddf.replace("_", "-"))
+        for row in case[ddf]:
+            ours = table.loc[row["term"]]
+            assert ours.num_df == row["NumDF"]
+            assert ours.F_value == pytest.approx(row["F"], rel=1e-5)
+            # 2e-5: the basis matters (the coefficient basis gives 43.2519 for Diet, 7e-5 off)
+            assert ours.den_df == pytest.approx(row["DenDF"], rel=2e-5)

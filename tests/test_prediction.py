@@ -77,3 +77,20 @@ def test_predict_with_a_factor_fixed_part_and_nested_groups():
     np.testing.assert_allclose(fit.predict(data.iloc[::-1]).loc[data.index], fit.fitted_values, rtol=1e-10)
     with pytest.raises(lmf.LMMError, match="fixed factor"):
         fit.predict(pd.DataFrame({"Variety": ["Unknown"], "nitro": [0.2], "Block": ["I"]}))
+
+
+def test_new_levels_add_the_prior_variance_to_the_prediction_error(sleep_fit):
+    new = pd.DataFrame({"Days": [2.0], "Subject": ["new-subject"]})
+    with pytest.warns(lmf.LMMWarning):
+        got = sleep_fit.predict(new, se=True)
+    marginal = sleep_fit.predict(new, include_random=False, se=True)
+    x = np.array([1.0, 2.0])
+    prior = x @ sleep_fit.term_covariance(0) @ x
+    assert got.std_error.iloc[0] ** 2 == pytest.approx(marginal.std_error.iloc[0] ** 2 + prior, rel=1e-10)
+
+
+def test_unseen_levels_in_a_random_slope_factor_are_refused():
+    data = load_data("sleepstudy.csv").assign(half=lambda d: np.where(d.Days < 5, "early", "late"))
+    fit = lmf.LMM.from_formula("Reaction ~ Days + (0 + half | Subject)", data).fit()
+    with pytest.raises(lmf.LMMError, match="never saw"):
+        fit.predict(pd.DataFrame({"Days": [3.0], "half": ["middle"], "Subject": ["308"]}))

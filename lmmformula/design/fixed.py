@@ -18,7 +18,7 @@ from formulaic import Formula, ModelSpec
 
 from ..errors import DataError, FormulaSyntaxError, RankDeficiencyWarning
 
-__all__ = ["FixedDesign", "build_fixed", "r_style_name", "to_formulaic"]
+__all__ = ["FixedDesign", "build_fixed", "r_style_name", "to_formulaic", "model_matrix_for"]
 
 _R_FACTOR = re.compile(r"\bfactor\(")
 
@@ -172,3 +172,19 @@ def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> list[int]:
             Q[:, len(kept)] = resid / r
             kept.append(j)
     return kept
+
+
+def model_matrix_for(spec, data: pd.DataFrame, what: str) -> np.ndarray:
+    """``spec`` applied to new data; a factor level the fit never saw is an error (formulaic would give NaN)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            M = np.asarray(spec.get_model_matrix(data, na_action="raise", output="numpy"), dtype=float)
+        except Exception as exc:
+            raise DataError(f"cannot build the {what} design for newdata: {str(exc).splitlines()[0]}") from None
+    unseen = [str(w.message).split(":", 1)[-1].split(".")[0].strip() for w in caught
+              if "outside of the nominated levels" in str(w.message)]
+    if unseen or not np.all(np.isfinite(M)):
+        raise DataError(f"newdata has factor levels the fit never saw ({'; '.join(unseen) or 'non-finite values'})"
+                        f" in the {what} part; a fixed factor needs levels seen in the fit")
+    return M

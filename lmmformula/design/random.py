@@ -25,7 +25,7 @@ from ..covariance.residual import ResidualStructure
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError
 from ..formula.registry import integer_argument
 from ..formula.terms import RandomTerm, StructureCall
-from .fixed import _restore_r_calls, r_style_name, to_formulaic
+from .fixed import _restore_r_calls, model_matrix_for, r_style_name, to_formulaic
 
 __all__ = ["GroupingFactor", "RandomBlock", "grouping_factor", "build_random", "block_design_for"]
 
@@ -303,17 +303,15 @@ def _known_for(term: RandomTerm, matrices: dict) -> KnownMatrix | None:
     return known_matrix(matrices[key], key)
 
 
-def block_design_for(block: RandomBlock, frame: pd.DataFrame) -> tuple[sp.csc_matrix, np.ndarray]:
-    """The block's ``Z`` for the rows of ``frame`` (new data) and a mask of rows whose level was not in the fit.
+def block_design_for(block: RandomBlock, frame: pd.DataFrame) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
+    """The block's ``Z`` for the rows of ``frame`` (new data), a mask of rows whose level was not in the fit, and
+    the rows of the term's left side.
 
     Levels are matched by label (the interaction of the grouping variables, a known matrix's labels, or a
     grid cell ``row=1:col=2``); a row with a new level gets no column (its random effect is predicted at 0).
     """
     n = frame.shape[0]
-    Xk = np.asarray(block.spec.get_model_matrix(frame, na_action="raise", output="numpy"), dtype=float)
-    if not np.all(np.isfinite(Xk)):
-        raise DataError(f"newdata gives non-finite values (or factor levels the fit never saw) in the left side "
-                        f"of '({block.term.expr} | {block.term.group_name})'")
+    Xk = model_matrix_for(block.spec, frame, f"random term '({block.term.expr} | {block.term.group_name})'")
     term = block.term
     if block.grid is not None:
         labels = [":".join(f"{d.variable}={_label(v)}" for d, v in zip(block.grid.dimensions, row))
@@ -328,7 +326,7 @@ def block_design_for(block: RandomBlock, frame: pd.DataFrame) -> tuple[sp.csc_ma
     rows = np.repeat(np.flatnonzero(seen), m)
     cols = (codes[seen][:, None] * m + np.arange(m)[None, :]).ravel()
     Z = sp.csc_matrix((Xk[seen].ravel(), (rows, cols)), shape=(n, block.n_levels * m))
-    return Z, ~seen
+    return Z, ~seen, Xk
 
 
 def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str):

@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.stats
 from formulaic import Formula
 
+from ..design.fixed import _independent_columns
 from ..errors import ModelSpecificationError
 
 __all__ = ["type3_hypotheses", "wald_test", "combine_df"]
@@ -65,14 +66,31 @@ def type3_hypotheses(spec, frame: pd.DataFrame, X: np.ndarray, kept: np.ndarray)
         terms.insert(0, "0")
     mm = Formula(" + ".join(terms)).get_model_matrix(frame, na_action="raise", output="numpy")
     Xs = np.asarray(mm, dtype=float)
+    # columns aliased with earlier ones (unused categories, empty cells, collinear covariates) carry no
+    # hypothesis: drop them, as for X, so that b_s = X_s^+ X b is unique
+    keep = np.asarray(_independent_columns(Xs), dtype=int)
+    position = {j: i for i, j in enumerate(keep)}
+    T, *_ = np.linalg.lstsq(Xs[:, keep], X, rcond=None)
     slices = {str(t): s for t, s in mm.model_spec.term_slices.items()}
-    T, *_ = np.linalg.lstsq(Xs, X, rcond=None)  # b_s = X_s^+ X b
+    if len(names) == 1:
+        return {names[0]: _single_term_rows(spec, X, kept)}
     out = {}
     for name in names:
         sl = slices[_sum_term_name(name, categorical, slices)]
-        L = T[sl]
-        out[name] = _independent_rows(L)
+        rows = [position[j] for j in range(sl.start, sl.stop) if j in position]
+        out[name] = _independent_rows(T[rows]) if rows else np.zeros((0, X.shape[1]))
     return out
+
+
+def _single_term_rows(spec, X: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """The hypothesis of the only term of a model, in lmerTest's basis for that case (its type I rows: the
+    rows of the term's columns in the Doolittle factor of ``X'X``, i.e. ``R_j. / R_jj`` with ``X'X = R'R``);
+    the F statistic does not depend on the basis, the multi-df Satterthwaite ddf does."""
+    term = [t for t in spec.terms if [str(f) for f in t.factors] != ["1"]][0]
+    sl = spec.term_slices[term]
+    cols = [i for i, j in enumerate(kept) if sl.start <= j < sl.stop]
+    R = np.linalg.cholesky(X.T @ X).T
+    return R[cols] / np.diag(R)[cols][:, None]
 
 
 def _sum_term_name(name: str, categorical: set[str], slices: dict) -> str:

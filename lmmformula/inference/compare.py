@@ -23,6 +23,33 @@ def _same_column_space(X1: np.ndarray, X2: np.ndarray) -> bool:
     return r1 == r2 == np.linalg.matrix_rank(np.hstack([X1, X2]))
 
 
+def _variance_keys(fit) -> tuple[set, set]:
+    """Keys of a fit's variances and of all its covariance parameters: ``(term, sorted columns)`` for an
+    unstructured term's entries (so that ``(1 | g)``'s variance is ``(Intercept | g)``'s), names otherwise."""
+    keys, variances = set(), set()
+    for blk, cov in zip(fit.mme.blocks, fit.mme.covariances):
+        pairs = getattr(cov, "parameters", None)
+        if cov.structured or pairs is None:
+            names = [(blk.name, nm) for nm in cov.parameter_names()]
+            keys.update(names)
+            variances.update(k for k in names if k[1] == "variance" or k[1].startswith("var"))
+            continue
+        for a, b in pairs:
+            key = (blk.name, tuple(sorted((blk.columns[a], blk.columns[b]))))
+            keys.add(key)
+            if a == b:
+                variances.add(key)
+    return variances, keys
+
+
+def _one_new_random_effect(small, big) -> bool:
+    """The big model has the small one's covariance parameters and exactly one more variance (with any
+    covariances of the new effect): the case of Stram & Lee's 50:50 mixture."""
+    v_small, k_small = _variance_keys(small)
+    v_big, k_big = _variance_keys(big)
+    return k_small <= k_big and len(v_big - v_small) == 1
+
+
 def compare(*fits) -> pd.DataFrame:
     """Compare fits of nested models to the same data: AIC, BIC, log-likelihood and likelihood-ratio tests.
 
@@ -35,8 +62,8 @@ def compare(*fits) -> pd.DataFrame:
     -------
     DataFrame
         One row per fit, ordered by the number of parameters: ``n_params``, ``AIC``, ``BIC``, ``loglik``,
-        ``chi2``, ``df``, ``p_value`` and, when the two models have the same fixed effects, ``p_boundary``
-        (each test against the row above).
+        ``chi2``, ``df``, ``p_value`` and, when the bigger model adds exactly one random effect (one new variance,
+        with its covariances) to the same fixed effects, ``p_boundary`` (each test against the row above).
     """
     if len(fits) < 2:
         raise ModelSpecificationError("compare needs at least two fits")
@@ -69,7 +96,7 @@ def compare(*fits) -> pd.DataFrame:
             row.update(chi2=stat, df=d)
             if d > 0:
                 row["p_value"] = float(scipy.stats.chi2.sf(stat, d))
-                if _same_column_space(f.mme.X, prev.mme.X):  # the random part differs: a boundary test
+                if _same_column_space(f.mme.X, prev.mme.X) and _one_new_random_effect(prev, f):
                     lower = float(scipy.stats.chi2.sf(stat, d - 1)) if d > 1 else float(stat <= 0.0)
                     row["p_boundary"] = 0.5 * (lower + row["p_value"])
         rows.append(row)

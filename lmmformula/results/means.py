@@ -94,8 +94,9 @@ def reference_grid(spec, frame: pd.DataFrame) -> pd.DataFrame:
     return grid
 
 
-def mean_weights(spec, frame: pd.DataFrame, kept: np.ndarray, classify: tuple[str, ...]):
-    """The levels of ``classify`` and the rows ``L`` (equal-weight averages of the reference grid's design)."""
+def mean_weights(spec, frame: pd.DataFrame, classify: tuple[str, ...]):
+    """The levels of ``classify`` and the rows ``L`` (equal-weight averages of the reference grid's design, all
+    columns of the spec, aliased ones included)."""
     grid = reference_grid(spec, frame)
     missing = [c for c in classify if c not in grid.columns or c not in _categorical_variables(spec, frame)]
     if missing:
@@ -103,7 +104,7 @@ def mean_weights(spec, frame: pd.DataFrame, kept: np.ndarray, classify: tuple[st
         raise ModelSpecificationError(
             f"predict_means needs factors of the fixed part; {missing} is not one (factors: {factors}). "
             "Add the factor to the fixed part or choose one of these")
-    Xg = np.asarray(spec.get_model_matrix(grid, output="numpy"), dtype=float)[:, kept]
+    Xg = np.asarray(spec.get_model_matrix(grid, output="numpy"), dtype=float)
     keys = grid[list(classify)].astype(object).apply(tuple, axis=1)
     levels = list(dict.fromkeys(keys))
     L = np.vstack([Xg[(keys == lev).to_numpy()].mean(axis=0) for lev in levels])
@@ -114,10 +115,13 @@ def predicted_means(fit, classify, ddf: str) -> PredictedMeans:
     """See :meth:`lmmformula.FitResult.predict_means`."""
     classify = (classify,) if isinstance(classify, str) else tuple(classify)
     method = fit._ddf_method(ddf)
-    levels, L = mean_weights(fit.fixed_design.spec, fit.frame, fit.fixed_design.kept, classify)
-    X = fit.mme.X
-    estimable = np.linalg.norm(L - (L @ np.linalg.pinv(X)) @ X, axis=1) <= 1e-6 * np.maximum(
-        np.linalg.norm(L, axis=1), 1.0)
+    spec, kept = fit.fixed_design.spec, fit.fixed_design.kept
+    levels, L_full = mean_weights(spec, fit.frame, classify)
+    # estimable: l in the row space of the full design (aliased columns included; the fit's X has them removed)
+    X_full = np.asarray(spec.get_model_matrix(fit.frame, output="numpy"), dtype=float)
+    estimable = np.linalg.norm(L_full - (L_full @ np.linalg.pinv(X_full)) @ X_full, axis=1) <= 1e-6 * np.maximum(
+        np.linalg.norm(L_full, axis=1), 1.0)
+    L = L_full[:, kept]
     V = fit._vcov_for(method)
     df_of = fit._df_function(method)
     beta = fit.evaluation.beta

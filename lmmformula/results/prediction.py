@@ -5,7 +5,8 @@ With ``x`` and ``z`` the fixed and random design rows of a prediction, ``x'b + z
 variance (Henderson 1975) ``sigma^2 [(x - B'w)' Sb^-1 (x - B'w) + w' Cvv^-1 w]`` with ``w = Lam'z`` in the
 scaled MME (``B = Cvv^-1 Lam'Z'WX``, ``Sb`` the Schur complement of the fixed effects); without the random
 part it is ``x' Cov(b) x``.  A level of a grouping factor not seen in the fit gets no random effect (its BLUP is
-the prior mean 0, lme4's ``allow.new.levels = TRUE``), so its prediction is the population one.  Correlated
+the prior mean 0, lme4's ``allow.new.levels = TRUE``), so its prediction is the population one and its
+prediction error adds the effect's prior variance ``x_k' Sigma_k x_k``.  Correlated
 residuals are not predicted (no kriging of the residual at new positions).
 """
 
@@ -18,6 +19,7 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
+from ..design.fixed import model_matrix_for
 from ..design.random import block_design_for
 from ..errors import DataError, LMMWarning
 
@@ -47,11 +49,12 @@ class Prediction:
         Series, or DataFrame with ``prediction`` and ``std_error`` when ``se``
         """
         mme, ev = self.mme, self.evaluation
+        extra = None  # prior variance of random effects of new levels
         if newdata is None:
             X, Z = mme.X, mme.Z
             index = self.frame.index if self.frame is not None else pd.RangeIndex(mme.n)
         else:
-            X, Z = self._new_design(newdata, include_random)
+            X, Z, extra = self._new_design(newdata, include_random)
             index = newdata.index
         pred = X @ ev.beta
         if include_random and mme.q:
@@ -59,8 +62,10 @@ class Prediction:
         out = pd.Series(np.asarray(pred, dtype=float), index=index, name="prediction")
         if not se:
             return out
-        return pd.DataFrame({"prediction": out, "std_error": self._prediction_se(X, Z if include_random else None)},
-                            index=index)
+        var = self._prediction_se(X, Z if include_random else None) ** 2
+        if include_random and extra is not None:
+            var = var + extra  # a new level's random effect: its prior variance
+        return pd.DataFrame({"prediction": out, "std_error": np.sqrt(var)}, index=index)
 
     def _new_design(self, newdata, include_random: bool):
         if not isinstance(newdata, pd.DataFrame):
@@ -76,19 +81,21 @@ class Prediction:
         if incomplete:
             raise DataError(f"newdata has missing values in {incomplete}; drop or fill those rows before "
                             "predicting")
-        Xf = _model_matrix(self.fixed_design.spec, newdata, "fixed-effect")
+        Xf = model_matrix_for(self.fixed_design.spec, newdata, "fixed-effect")
         X = Xf[:, self.fixed_design.kept]
         if not include_random or not self.mme.q:
-            return X, None
+            return X, None, None
         parts, unseen = [], np.zeros(len(newdata), dtype=bool)
-        for blk in self.mme.blocks:
-            Zk, new = block_design_for(blk, newdata)
+        prior = np.zeros(len(newdata))  # Var(z'u) of random effects of new levels (not predicted from the data)
+        for k, blk in enumerate(self.mme.blocks):
+            Zk, new, Xk = block_design_for(blk, newdata)
             parts.append(Zk)
             unseen |= new
+            prior[new] += np.einsum("ra,ab,rb->r", Xk[new], self.term_covariance(k), Xk[new])
         if unseen.any():
             warnings.warn(f"{int(unseen.sum())} row(s) of newdata have grouping levels not in the fit; their "
                           "random effects are predicted at 0 (the population mean)", LMMWarning, stacklevel=3)
-        return X, sp.hstack(parts, format="csc")
+        return X, sp.hstack(parts, format="csc"), prior
 
     def _prediction_se(self, X: np.ndarray, Z) -> np.ndarray:
         mme, ev = self.mme, self.evaluation
@@ -99,22 +106,6 @@ class Prediction:
         half = scipy.linalg.solve_triangular(ev.schur_chol, D, lower=True) if mme.p else np.zeros((0, D.shape[1]))
         var = np.sum(half**2, axis=0) + np.sum(W * mme.factor_at(ev.theta).solve(W), axis=0)
         return np.sqrt(ev.sigma2 * var)
-
-
-def _model_matrix(spec, data: pd.DataFrame, what: str) -> np.ndarray:
-    """``spec`` applied to new data; a factor level the fit never saw is an error (formulaic would give NaN)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            M = np.asarray(spec.get_model_matrix(data, na_action="raise", output="numpy"), dtype=float)
-        except Exception as exc:
-            raise DataError(f"cannot build the {what} design for newdata: {str(exc).splitlines()[0]}") from None
-    unseen = [str(w.message).split(":", 1)[-1].split(".")[0].strip() for w in caught
-              if "outside of the nominated levels" in str(w.message)]
-    if unseen or not np.all(np.isfinite(M)):
-        raise DataError(f"newdata has factor levels the fit never saw ({'; '.join(unseen) or 'non-finite values'})"
-                        f" in the {what} part; a fixed factor needs levels seen in the fit")
-    return M
 
 
 def _block_variables(blk) -> set[str]:
