@@ -121,6 +121,7 @@ class MixedModelEquations(ScoreMixin):
         self._factor_theta = None
         self._pairs = self._theta_pairs()
         self._dw_cache = None
+        self._last_evaluation = None  # the most recent Evaluation (immutable; returned again for the same theta)
 
     # ---- fixed patterns -------------------------------------------------------------------
     def eta(self, theta: np.ndarray) -> np.ndarray:
@@ -252,7 +253,16 @@ class MixedModelEquations(ScoreMixin):
 
     def evaluate(self, theta: np.ndarray) -> Evaluation:
         """Solve the MME and compute the profiled objective at ``theta`` (eq. in module docstring)."""
-        theta = np.asarray(theta, dtype=float)
+        theta = np.array(theta, dtype=float)  # a private, read-only copy: the cache key and Evaluation.theta
+        theta.flags.writeable = False
+        last = self._last_evaluation
+        if last is not None and np.array_equal(last.theta, theta):
+            return last
+        ev = self._evaluate(theta)
+        self._last_evaluation = ev
+        return ev
+
+    def _evaluate(self, theta: np.ndarray) -> Evaluation:
         lam = self.lam(theta) if self.q else None
         prod = self.products(theta)
         fac = self.factorize(theta, lam)
