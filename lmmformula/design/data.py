@@ -114,5 +114,5 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
         raise DataError(
             "no row is complete in all of the columns " + ", ".join(map(repr, columns)) + "; check for missing values"
         )
-    kept = frame.loc[complete].copy()
+    kept = frame if complete.all() else frame.loc[complete].copy()  # frame is already a new object
     return ModelFrame(data=kept, n_dropped=int((~complete).sum()))
