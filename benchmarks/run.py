@@ -46,14 +46,16 @@ from lmmformula.pedigree import inverse_relationship  # noqa: E402
 DATA = ROOT / "tests" / "data"
 
 CASES = [
-    # name, loader, formula, statsmodels spec (formula, groups, re_formula) or None, tier: True = also in
+    # name, loader, formula, statsmodels spec (formula, groups, re_formula[, vc_formula]) or None, tier: True = also in
     # --quick (CI), False = the default suite, "large" = only with --large (minutes per fit)
     # (formulas with a residual structure have no lme4 equivalent and are timed for lmmformula only)
     ("sleepstudy slopes", lambda: pd.read_csv(DATA / "sleepstudy.csv"), "Reaction ~ Days + (Days | Subject)",
      ("Reaction ~ Days", "Subject", "~Days"), True),
+    # crossed and nested terms in statsmodels: variance components within one all-encompassing group
     ("Penicillin crossed", lambda: pd.read_csv(DATA / "Penicillin.csv"), "diameter ~ 1 + (1 | plate) + (1 | sample)",
-     None, True),
-    ("Pastes nested", lambda: pd.read_csv(DATA / "Pastes.csv"), "strength ~ 1 + (1 | batch/cask)", None, True),
+     ("diameter ~ 1", None, "0", {"plate": "0 + C(plate)", "sample": "0 + C(sample)"}), True),
+    ("Pastes nested", lambda: pd.read_csv(DATA / "Pastes.csv"), "strength ~ 1 + (1 | batch/cask)",
+     ("strength ~ 1", "batch", "1", {"cask": "0 + C(cask)"}), True),
     ("Slate Hall incomplete blocks", lambda: load("slatehall"),
      "yield ~ gen + (1 | rep) + (1 | rep:row) + (1 | rep:col)", None, True),
     ("Durban lettuce row-col", lambda: load("durban_rowcol"),
@@ -208,13 +210,16 @@ def time_statsmodels(data, spec, repeats):
         import statsmodels.formula.api as smf
     except ImportError:
         return None
-    formula, groups, re_formula = spec
+    formula, groups, re_formula, *vc = spec
+    vc_formula = vc[0] if vc else None
+    group_values = data[groups] if groups in data.columns else np.ones(len(data))  # crossed: one group
     times, res = [], None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            res = smf.mixedlm(formula, data, groups=data[groups], re_formula=re_formula).fit(reml=True)
+            res = smf.mixedlm(formula, data, groups=group_values, re_formula=re_formula,
+                              vc_formula=vc_formula).fit(reml=True)
             times.append(time.perf_counter() - t0)
     return {"time": float(np.median(times)), "loglik": float(res.llf)}
 
