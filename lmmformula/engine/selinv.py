@@ -66,17 +66,21 @@ def _takahashi_kernel(n, t, indptr, indices, lx, d, zx, zd, Zd, acc):
             i = indices[start + a]
             la = lx[start + a]
             acc[a] += lx[start + a] * zd[i]
+            # the rows k > i of this column lie in column i's structure (closure), both sorted: one merge walk
+            pos = indptr[i]
+            end = indptr[i + 1]
             for b in range(a + 1, m):
                 k = indices[start + b]
                 if i >= t and k >= t:
                     z = Zd[i - t, k - t]
                 else:
-                    pos = _find(indptr, indices, i, k)  # i < k: sorted rows
-                    if pos < 0:
+                    while pos < end and indices[pos] < k:
+                        pos += 1
+                    if pos < end and indices[pos] == k:
+                        z = zx[pos]
+                    else:
                         missing += 1
                         z = 0.0
-                    else:
-                        z = zx[pos]
                 acc[a] += lx[start + b] * z
                 acc[b] += la * z
         total = 0.0
