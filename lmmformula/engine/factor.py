@@ -12,7 +12,7 @@ import qdldl
 import scipy.linalg
 import scipy.sparse as sp
 
-from .selinv import dense_start, inverse_layout, takahashi
+from .selinv import dense_start, inverse_layout, takahashi, trailing_positions
 
 __all__ = ["SparseFactor", "DenseFactor", "NotPositiveDefinite", "make_factor"]
 
@@ -65,7 +65,8 @@ class SparseFactor:
             self._layout = inverse_layout(L, p)
             self._layout_key = (L.nnz, L.indptr.copy())
             self._dense_from = dense_start(L)
-        return takahashi(L, d, p, dense_from=self._dense_from, layout=self._layout)
+            self._trailing = trailing_positions(L, self._dense_from)
+        return takahashi(L, d, p, dense_from=self._dense_from, layout=self._layout, trailing=self._trailing)
 
 
 class DenseFactor:

@@ -112,22 +112,34 @@ def dense_start(L: sp.csc_matrix) -> int:
     return int(np.argmin(cost))
 
 
-def _dense_trailing_inverse(L: sp.csc_matrix, d: np.ndarray, t: int) -> np.ndarray:
-    """Inverse of the trailing Schur complement ``(I + L_tt) D_tt (I + L_tt)'`` by LAPACK (``potri``)."""
+def _dense_trailing_inverse(L: sp.csc_matrix, d: np.ndarray, t: int, where=None) -> np.ndarray:
+    """Inverse of the trailing Schur complement ``(I + L_tt) D_tt (I + L_tt)'`` by LAPACK (``potri``).
+
+    ``where``: positions in ``L.data`` of the trailing block's entries and their (row, col) in it (from
+    :func:`trailing_positions`; computed when not given)."""
     m = L.shape[0] - t
     if m == 0:
         return np.zeros((0, 0))
-    block = L[t:, t:].toarray() + np.eye(m)
+    pos, rows, cols = trailing_positions(L, t) if where is None else where
+    block = np.eye(m)
+    block[rows, cols] = L.data[pos]
     chol = block * np.sqrt(d[t:])[None, :]
-    inv, info = scipy.linalg.lapack.dpotri(chol, lower=True)
+    inv, info = scipy.linalg.lapack.dpotri(chol, lower=True, overwrite_c=True)
     if info != 0:
         raise RuntimeError("selected inversion: the trailing block is singular")
     inv = np.tril(inv)
     return inv + np.tril(inv, -1).T
 
 
+def trailing_positions(L: sp.csc_matrix, t: int):
+    """Positions in ``L.data`` of the entries of the block ``L[t:, t:]`` and their (row, col) within it."""
+    cols = np.repeat(np.arange(L.shape[0]), np.diff(L.indptr))
+    pos = np.flatnonzero((cols >= t) & (L.indices >= t))
+    return pos, L.indices[pos] - t, cols[pos] - t
+
+
 def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int | None = None,
-              layout=None) -> sp.csc_matrix:
+              layout=None, trailing=None) -> sp.csc_matrix:
     """Entries of ``A^{-1}`` on the pattern of ``L + L'``, in the original ordering.
 
     Parameters
@@ -142,6 +154,8 @@ def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int
         First column of the trailing block inverted densely (default :func:`dense_start`; ``n`` for none).
     layout : tuple, optional
         :func:`inverse_layout` of this factor pattern (computed when not given).
+    trailing : tuple, optional
+        :func:`trailing_positions` of this factor pattern and ``dense_from``.
 
     Returns
     -------
@@ -155,7 +169,7 @@ def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int
     zd = np.zeros(n)
     d = np.asarray(d, dtype=np.float64)
     t = dense_start(L) if dense_from is None else int(dense_from)
-    Zd = np.ascontiguousarray(_dense_trailing_inverse(L, d, t))
+    Zd = np.ascontiguousarray(_dense_trailing_inverse(L, d, t, trailing))
     counts = np.diff(L.indptr)
     acc = np.empty(int(counts.max(initial=0)))
     missing = _takahashi_kernel(n, t, L.indptr.astype(np.int64), L.indices.astype(np.int64),
