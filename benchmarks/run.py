@@ -61,6 +61,8 @@ CASES = [
     ("Durban lettuce row-col", lambda: load("durban_rowcol"),
      "yield ~ gen + (1 | rep) + (1 | rep:row) + (1 | rep:bed)", None, False),
     ("simulated crossed 2000x300", lambda: simulated_crossed(), "y ~ x + (1 | a) + (1 | b)", None, False),
+    ("simulated slopes 1000 subjects x 10", lambda: simulated_slopes(), "y ~ x + (x | g)", ("y ~ x", "g", "~x"),
+     False),
     # agridat spatial trials, AR1 x AR1 residual (issue #3's targets: < 50 ms each)
     ("Slate Hall AR1xAR1", lambda: load("slatehall"), "yield ~ gen + ar1(row):ar1(col)", None, True),
     ("Slate Hall AR1xAR1 + rep", lambda: load("slatehall"), "yield ~ gen + (1 | rep) + ar1(row):ar1(col)", None,
@@ -153,6 +155,16 @@ def simulated_field(seed: int = 1, n_row: int = 100, n_col: int = 100, n_gen: in
              @ np.linalg.cholesky(0.4 ** lag(n_col)).T)
     y = 10 + 0.7 * rng.normal(size=n_gen)[gen] + field.ravel() + 0.3 * rng.normal(size=row.size)
     return pd.DataFrame({"y": y, "row": row, "col": col, "gen": [f"G{k}" for k in gen]})
+
+
+def simulated_slopes(seed: int = 1, n_subjects: int = 1000, n_times: int = 10) -> pd.DataFrame:
+    """sleepstudy-shaped: correlated random intercepts and slopes for many subjects."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_subjects), n_times)
+    x = np.tile(np.arange(n_times), n_subjects).astype(float)
+    b0, b1 = rng.normal(0, 25, n_subjects), rng.normal(0, 6, n_subjects)
+    y = 250 + 10 * x + b0[g] + b1[g] * x + rng.normal(0, 25, g.size)
+    return pd.DataFrame({"y": y, "x": x, "g": [f"S{i}" for i in g]})
 
 
 def simulated_crossed(seed: int = 1) -> pd.DataFrame:
