@@ -70,7 +70,7 @@ def satterthwaite_state(mme: MixedModelEquations, theta: np.ndarray, sigma2: flo
     except (np.linalg.LinAlgError, NotPositiveDefinite):
         # a difference step leaves the admissible region (an estimate on the edge of positive
         # definiteness): the curvature, hence the df, is not available
-        mme.evaluate(theta)
+        mme.factor_at(theta)
         return SatterthwaiteState(vcov=sigma2 * Sinv, jacobian=np.zeros((k, mme.p, mme.p)),
                                   A=np.full((k, k), np.nan))
     jac[k - 1] = 2.0 * sigma * Sinv
@@ -82,7 +82,7 @@ def satterthwaite_state(mme: MixedModelEquations, theta: np.ndarray, sigma2: flo
     else:
         good = w > 1e-10 * scale
         A = 2.0 * (V[:, good] / w[good]) @ V[:, good].T
-    mme.evaluate(theta)  # leave the factor at the optimum
+    mme.factor_at(theta)  # leave the factor at the optimum
     return SatterthwaiteState(vcov=sigma2 * Sinv, jacobian=jac, A=A)
 
 
