@@ -50,9 +50,11 @@ class Summary:
     def _convergence_line(self) -> str:
         fit, opt = self.fit, self.fit.optimizer
         algs = [h.algorithm for h in opt.history[1:]]
+        steps = sum(algs.count(a) for a in ("EM", "AI", "NR"))
         counts = ", ".join(f"{algs.count(a)} {a}" for a in ("EM", "AI", "NR") if algs.count(a))
         state = "converged" if fit.converged else "did NOT converge"
-        return (f"{fit.method} {state} in {fit.n_iter} iterations ({counts}); "
+        return (f"{fit.method} {state} after {steps} steps ({counts}; {fit.n_iter} iterations with the final "
+                f"check); "
                 f"criterion s'AI^-1 s = {opt.criterion:.2e} (tolerance {opt.tol:g})")
 
     def as_text(self) -> str:
