@@ -74,11 +74,70 @@ def type3_hypotheses(spec, frame: pd.DataFrame, X: np.ndarray, kept: np.ndarray)
     slices = {str(t): s for t, s in mm.model_spec.term_slices.items()}
     if len(names) == 1:
         return {names[0]: _single_term_rows(spec, X, kept)}
+    exact = _contained_orthogonal_rows(spec, frame, X, kept)
+    if exact is not None:
+        return exact
     out = {}
     for name in names:
         sl = slices[_sum_term_name(name, categorical, slices)]
         rows = [position[j] for j in range(sl.start, sl.stop) if j in position]
         out[name] = _independent_rows(T[rows]) if rows else np.zeros((0, X.shape[1]))
+    return out
+
+
+def _contained_orthogonal_rows(spec, frame: pd.DataFrame, X: np.ndarray, kept: np.ndarray):
+    """lmerTest's construction of type III hypotheses for treatment contrasts (its ``extract_contrasts_type3``).
+
+    With ``D`` the over-parameterised design (an intercept and every term coded with all its levels, ``~ 0 +
+    term``), ``L = (X^+ D)'`` expresses each over-parameterised effect in the model's coefficients; from the
+    highest-order terms down, the columns of a term are replaced by their residuals on the columns of the terms
+    that contain it (same covariates, a strict superset of the factors); the rows of ``L`` that are the model's
+    own columns then give, column by column, each term's hypothesis.  It equals the sum-to-zero construction in
+    ordinary factorial models; where a factor enters only through interactions it reproduces lmerTest's choices
+    (which follow R's coding of the terms' factors).  Returns None when
+    the over-parameterised design cannot be built (the caller falls back to the sum-to-zero construction).
+    """
+    categorical = {str(f) for f in spec.factor_contrasts}
+    terms = [t for t in spec.terms if [str(f) for f in t.factors] != ["1"]]
+    try:
+        blocks = [np.asarray(Formula(f"0 + {t}").get_model_matrix(frame, na_action="raise", output="numpy"),
+                             dtype=float) for t in terms]
+    except Exception:
+        return None
+    has_intercept = any([str(f) for f in t.factors] == ["1"] for t in spec.terms)
+    D = np.column_stack(([np.ones(len(frame))] if has_intercept else []) + blocks)
+    L = np.linalg.lstsq(X, D, rcond=None)[0].T            # (columns of D) x (coefficients)
+    L[np.abs(L) < 1e-7 * max(np.abs(L).max(), 1.0)] = 0.0
+    # the model's columns (by name in the spec) per term
+    names = [str(t) for t in terms]
+    cols = {n: [i for i, j in enumerate(kept) if spec.term_slices[t].start <= j < spec.term_slices[t].stop]
+            for n, t in zip(names, terms)}
+    factors = {n: frozenset(str(f) for f in t.factors) for n, t in zip(names, terms)}
+    present = set(factors.values()) | ({frozenset()} if has_intercept else set())
+    # R's terms "factors" coding: a variable counts for containment (code 1) only when the term without it is
+    # also in the model (the empty term: the intercept); lmerTest's containment reads only those
+    vars_ = {n: {v for v in factors[n] if factors[n] - {v} in present} for n in names}
+    numerics = {n: {v for v in vars_[n] if v not in categorical} for n in names}
+    order = sorted(names, key=lambda n: -len(factors[n]))
+    for n in order:
+        contains = [m for m in names if m != n and vars_[n] <= vars_[m] and vars_[m] - vars_[n]
+                    and numerics[n] == numerics[m]]
+        if contains:
+            C = L[:, [c for m in contains for c in cols[m]]]
+            Y = L[:, cols[n]]
+            L[:, cols[n]] = Y - C @ np.linalg.lstsq(C, Y, rcond=None)[0]
+    # rows of L that are the model's own columns: the column of D equal to each column of X
+    rows = []
+    for j in range(X.shape[1]):
+        match = np.flatnonzero(np.all(np.abs(D - X[:, [j]]) <= 1e-10 * (1.0 + np.abs(X[:, [j]])), axis=0))
+        if match.size == 0:
+            return None
+        rows.append(match[0])
+    L = L[rows]
+    out = {}
+    for n in names:
+        T = L[:, cols[n]].T
+        out[n] = T[np.abs(T).sum(axis=1) > 1e-8]
     return out
 
 

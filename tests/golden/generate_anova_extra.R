@@ -1,5 +1,6 @@
-# Golden type III anova tables (lmerTest, Satterthwaite and Kenward-Roger) for unbalanced cases beyond
-# generate_lme4.R: a single-term model (lmerTest's type I basis there) and an unbalanced split plot.
+# Golden type III anova tables (lmerTest, Satterthwaite and Kenward-Roger) for cases beyond generate_lme4.R: a
+# single-term model (lmerTest's type I basis there), an unbalanced split plot, factors entering only through
+# interactions, and a model without an intercept.
 #
 # Run from the repository root:  Rscript tests/golden/generate_anova_extra.R
 # Needs (Debian): r-base-core r-cran-lme4 r-cran-lmertest r-cran-pbkrtest r-cran-jsonlite
@@ -15,7 +16,14 @@ table_of <- function(a) data.frame(term = rownames(a), NumDF = a$NumDF, DenDF = 
 cases <- list(
   list("chick_single_term", "ChickWeight", c("Chick", "Diet"), integer(), "weight ~ Diet + (1 | Chick)"),
   list("oats_unbalanced_factorial", "Oats", c("Block", "Variety"), c(2L, 9L, 33L, 34L, 50L, 71L),
-       "yield ~ Variety * factor(nitro) + (1 | Block/Variety)")
+       "yield ~ Variety * factor(nitro) + (1 | Block/Variety)"),
+  # a factor entering only through an interaction, and no intercept: lmerTest's containment follows R's coding
+  list("oats_factor_in_interaction_only", "Oats", c("Block", "Variety"), c(2L, 9L, 33L),
+       "yield ~ factor(nitro) + Variety:factor(nitro) + (1 | Block/Variety)"),
+  list("oats_covariate_interaction_only", "Oats", c("Block", "Variety"), c(2L, 9L, 33L),
+       "yield ~ nitro + Variety:nitro + (1 | Block/Variety)"),
+  list("oats_no_intercept", "Oats", c("Block", "Variety"), c(2L, 9L, 33L),
+       "yield ~ 0 + Variety + factor(nitro) + (1 | Block/Variety)")
 )
 out <- lapply(cases, function(cs) {
   d <- read_data(cs[[2]], cs[[3]])
