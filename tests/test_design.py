@@ -154,3 +154,14 @@ def test_aliasing_keeps_as_many_columns_as_the_rank(seed):
     rank = np.linalg.matrix_rank(X)
     assert len(kept) == rank
     assert np.linalg.matrix_rank(X[:, kept]) == rank
+
+
+def test_variables_inside_transforms_formulaic_does_not_report_are_kept():
+    """poly(x, 2): formulaic's required_variables misses x; the frame keeps it (same ML fit as x + x^2)."""
+    rng = np.random.default_rng(5)
+    d = pd.DataFrame({"x": rng.normal(size=120), "g": rng.choice([f"g{i}" for i in range(10)], 120)})
+    d["y"] = 1 + d.x - 0.5 * d.x**2 + rng.normal(size=120)
+    poly = lmf.LMM.from_formula("y ~ poly(x, 2) + (1 | g)", d).fit(method="ML")
+    raw = lmf.LMM.from_formula("y ~ x + I(x**2) + (1 | g)", d).fit(method="ML")
+    assert poly.loglik == pytest.approx(raw.loglik, abs=1e-8)
+    assert list(poly.fixed_effects.index) == ["(Intercept)", "poly(x, 2)1", "poly(x, 2)2"]

@@ -95,6 +95,10 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
         hint = f"; did you mean {', '.join(repr(x) for x in close)}?" if close else (
             f"; the data has columns {', '.join(map(repr, list(data.columns)[:12]))}")
         raise UnknownColumnError(f"column '{c}' named in the formula is not in the data{hint}")
+    # formulaic does not report variables inside some transforms (``poly(x, 2)``): keep every data column named
+    # in the formula as a variable (an identifier not followed by a call's parenthesis)
+    named = re.findall(r"(?<![\w.])([A-Za-z_][\w.]*)(?![\w.]*\s*\()", parsed.formula)
+    columns = columns + [c for c in dict.fromkeys(named) if c in data.columns and c not in columns]
     frame = data.loc[:, columns]
     for c in columns:
         col = frame[c]
