@@ -62,6 +62,8 @@ CASES = [
     ("transform gives NaN", "np.log(y) ~ x + (1 | g)", {}, lmf.DataError, "missing values"),
     ("complex response", "yc ~ x + (1 | g)", {"yc": np.arange(40) * (1 + 1j)}, lmf.DataError, "numeric|complex"),
     ("offset", "y ~ x + offset(x) + (1 | g)", {}, lmf.ModelSpecificationError, "offset"),
+    ("a column named C", "y ~ x * C + (1 | g)", {"C": np.tile(["c1", "c2"], 20)}, lmf.DataError,
+     "column named 'C'.*rename"),
 ]
 
 

@@ -99,6 +99,10 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
     # in the formula as a variable (an identifier not followed by a call's parenthesis)
     named = re.findall(r"(?<![\w.])([A-Za-z_][\w.]*)(?![\w.]*\s*\()", parsed.formula)
     columns = columns + [c for c in dict.fromkeys(named) if c in data.columns and c not in columns]
+    if "C" in columns:
+        raise DataError(
+            "a column named 'C' cannot be used: formulaic reserves C() for categorical coding (C(x)) and misreads "
+            "the column; rename it, e.g. data.rename(columns={'C': 'C_'}), and use the new name in the formula")
     frame = data.loc[:, columns]
     for c in columns:
         col = frame[c]
