@@ -173,14 +173,19 @@ class Diagnostics:
             block = block + A @ A.T
         return 0.5 * (block + block.T)
 
+    H2_MAX_LEVELS = 5000  # H^2 needs the term's full PEV matrix (levels x levels, dense)
+
     def term_heritability(self, term: str) -> float:
         """Generalised heritability ``H^2 = 1 - v_Delta / (2 sigma_g^2)`` of a one-effect term (Cullis et al.
-        2006), from the prediction error variances of all pairwise differences of its BLUPs."""
+        2006), from the prediction error variances of all pairwise differences of its BLUPs (NaN above
+        :attr:`H2_MAX_LEVELS` levels, where that dense matrix would be too large)."""
         k = self._term_index(term)
         blk = self.mme.blocks[k]
         if blk.n_columns != 1:
             raise ModelSpecificationError(f"H^2 is defined for a term with one effect; '{term}' has "
                                           f"{blk.n_columns}")
+        if blk.n_levels > self.H2_MAX_LEVELS:
+            return float("nan")
         lam = self.mme.lam(self.evaluation.theta)
         rows = slice(self.mme.offsets[k], self.mme.offsets[k + 1])
         lk = lam[rows][:, rows].diagonal()
@@ -193,14 +198,21 @@ class Diagnostics:
         return 1.0 - v_delta / (2.0 * var_g) if var_g > 0 else float("nan")
 
     def _effective_df(self, k: int) -> float:
-        """``q_k - tr(K_k^-1 C^vv_kk)`` (equal to ``q_k - tr(G_k^-1 C^uu_kk)``); NaN for a singular term."""
+        """``q_k - tr(K_k^-1 C^vv_kk)`` (equal to ``q_k - tr(G_k^-1 C^uu_kk)``); NaN for a singular term.
+
+        ``C^vv = Cvv^-1 + A A'`` (``A = B Sb^{-1/2}``, fixed effects absorbed) is needed only on the pattern of
+        ``K^-1``, which lies in that of ``Cvv``: the selected inverse and row dot products of ``A`` give it."""
         mme, ev = self.mme, self.evaluation
         S = self.term_covariance(k)
         if np.linalg.eigvalsh(np.atleast_2d(S)).min() <= 1e-10 * max(np.abs(S).max(), 1e-300):
             return float("nan")
-        rows = slice(mme.offsets[k], mme.offsets[k + 1])
-        C = self._cuu_block(k)
+        off, end = mme.offsets[k], mme.offsets[k + 1]
         kinv = mme.level_state(ev.theta).kinv
-        kinv_k = kinv[rows][:, rows] if sp.issparse(kinv) else np.asarray(kinv)[rows, rows]
-        trace = float(np.sum((kinv_k.toarray() if sp.issparse(kinv_k) else kinv_k) * C))
-        return float(C.shape[0] - trace)
+        K = sp.coo_matrix(kinv[off:end][:, off:end] if sp.issparse(kinv) else np.asarray(kinv)[off:end, off:end])
+        r, c = K.row + off, K.col + off
+        sel = self._selected_inverse
+        cvv = np.asarray(sel[r, c]).ravel() if sp.issparse(sel) else sel[r, c]
+        if mme.p:
+            A = mme.absorbed_fixed(ev)
+            cvv = cvv + np.einsum("ij,ij->i", A[r], A[c])
+        return float((end - off) - K.data @ cvv)

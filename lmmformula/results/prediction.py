@@ -101,10 +101,17 @@ class Prediction:
         mme, ev = self.mme, self.evaluation
         if Z is None or mme.q == 0:
             return np.sqrt(np.einsum("rp,pq,rq->r", X, self.vcov.to_numpy(), X))
-        W = np.asarray((Z @ mme.lam(ev.theta)).T.todense())            # Lam'z for every row (q x r)
-        D = X.T - ev.B.T @ W                                            # x - B'w  (p x r)
-        half = scipy.linalg.solve_triangular(ev.schur_chol, D, lower=True) if mme.p else np.zeros((0, D.shape[1]))
-        var = np.sum(half**2, axis=0) + np.sum(W * mme.factor_at(ev.theta).solve(W), axis=0)
+        ZL = (Z @ mme.lam(ev.theta)).tocsr()
+        fac = mme.factor_at(ev.theta)
+        var = np.empty(X.shape[0])
+        step = max(1, 2_000_000 // max(mme.q, 1))  # rows per chunk: Lam'z is dense in q
+        for start in range(0, X.shape[0], step):
+            rows = slice(start, start + step)
+            W = ZL[rows].T.toarray()                                     # Lam'z for these rows (q x r)
+            D = X[rows].T - ev.B.T @ W                                    # x - B'w  (p x r)
+            half = (scipy.linalg.solve_triangular(ev.schur_chol, D, lower=True) if mme.p
+                    else np.zeros((0, D.shape[1])))
+            var[rows] = np.sum(half**2, axis=0) + np.sum(W * fac.solve(W), axis=0)
         return np.sqrt(ev.sigma2 * var)
 
 
