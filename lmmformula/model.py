@@ -12,9 +12,11 @@ from .covariance.grids import build_residual
 from .covariance.residual import ResidualStructure
 from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_frame
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
+from .engine.reml import IterationRecord, OptimizerResult
 from .errors import ConvergenceWarning, DataError, ModelSpecificationError
 from .formula import ParsedFormula, parse_formula
 from .results import FitResult
+from .results.serialize import data_fingerprint
 
 __all__ = ["LMM"]
 
@@ -109,11 +111,8 @@ class LMM:
         algorithm = str(algorithm).upper()
         if algorithm not in ("AI", "EM"):
             raise ModelSpecificationError(f"algorithm must be 'AI' or 'EM', got {algorithm!r}")
-        d = self.design
-        covs = tuple(term_covariance(b) for b in d.random)
-        mme = MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, d.residual, reml=method == "REML")
-        theta0 = np.concatenate([c.initial_theta() for c in covs] + [mme.levels.initial()]
-                                + [d.residual.initial_eta() if d.residual is not None else np.zeros(0)])
+        mme = self._equations(method)
+        theta0 = self._initial_theta(mme)
         if start is not None:
             try:
                 theta0 = np.asarray(start, dtype=float).reshape(-1)
@@ -129,7 +128,7 @@ class LMM:
             raise ModelSpecificationError(f"max_iter must be a positive integer, got {max_iter!r}")
         if max_iter is None:
             max_iter = 200 if algorithm == "AI" else 20000
-        if algorithm == "EM" and (mme.n_kappa or mme.n_eta or any(c.structured for c in covs)):
+        if algorithm == "EM" and (mme.n_kappa or mme.n_eta or any(c.structured for c in mme.covariances)):
             raise ModelSpecificationError(
                 "algorithm='EM' updates variances and unstructured covariances only; this model has correlation, "
                 "factor-analytic or residual-structure parameters, which EM does not estimate. "
@@ -159,7 +158,56 @@ class LMM:
                 ConvergenceWarning,
                 stacklevel=2,
             )
+        options = {"tol": tol, "max_iter": max_iter, "start": None if start is None else theta0.tolist()}
+        return self._result(mme, ev, opt, method, algorithm, options)
+
+    def _equations(self, method: str) -> MixedModelEquations:
+        """Henderson's mixed model equations of this design (REML or ML)."""
+        d = self.design
+        covs = tuple(term_covariance(b) for b in d.random)
+        return MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, d.residual, reml=method == "REML")
+
+    def _initial_theta(self, mme: MixedModelEquations) -> np.ndarray:
+        d = self.design
+        return np.concatenate([c.initial_theta() for c in mme.covariances] + [mme.levels.initial()]
+                              + [d.residual.initial_eta() if d.residual is not None else np.zeros(0)])
+
+    def _result(self, mme, ev, opt, method: str, algorithm: str, options: dict) -> FitResult:
+        d = self.design
         return FitResult(formula=self.formula, method=method, mme=mme, evaluation=ev, optimizer=opt,
                          fixed_names=d.fixed.names, dropped_fixed=d.fixed.dropped, response=d.fixed.response,
                          n_dropped=d.n_dropped, algorithm=algorithm, fixed_design=d.fixed, frame=d.frame,
-                         model=self)
+                         model=self, options=options, data_sha256=self.data_sha256)
+
+    @property
+    def data_sha256(self) -> str:
+        """SHA-256 fingerprint of the rows used and the known matrices (recorded by ``fit.to_json``)."""
+        known = tuple(b.known for b in self.design.random if b.known is not None)
+        return data_fingerprint(self.design.frame, known)
+
+    def restore(self, record: dict) -> FitResult:
+        """The fit stored in a :meth:`FitResult.to_json` record, evaluated at its estimates without iterating.
+
+        Raises
+        ------
+        DataError
+            If these data (or known matrices) are not the ones the record was fitted to.
+        """
+        if self.data_sha256 != record["data"]["sha256"]:
+            raise DataError(
+                f"these data are not the ones the stored fit used (SHA-256 {self.data_sha256[:12]}... against "
+                f"{record['data']['sha256'][:12]}... recorded); pass the same rows, columns and matrices, or "
+                "call from_json without data to read the stored tables")
+        conv = record["convergence"]
+        mme = self._equations(record["method"])
+        theta = np.array(record["estimates"]["theta"], dtype=float)
+        history = tuple(IterationRecord(iteration=h["iteration"], algorithm=h["algorithm"],
+                                        loglik=np.nan if h["loglik"] is None else h["loglik"],
+                                        step=np.nan if h["step"] is None else h["step"], theta=tuple(h["theta"]))
+                        for h in conv["history"])
+        opt = OptimizerResult(theta=theta, converged=conv["converged"], n_iter=conv["n_iter"], history=history,
+                              criterion=np.nan if conv["criterion"] is None else conv["criterion"],
+                              at_boundary=tuple(conv["at_boundary"]), message=conv["message"],
+                              tol=conv["tol"])
+        return self._result(mme, mme.evaluate(theta), opt, record["method"], record["algorithm"],
+                            dict(record["options"]))

@@ -21,6 +21,7 @@ from ..inference import contrast_df, satterthwaite_state
 from .fixed_tests import FixedEffectTests
 from .prediction import Prediction
 from .diagnostics import Diagnostics
+from .serialize import StoredFit, fit_record, read_record, write_record
 
 __all__ = ["FitResult"]
 
@@ -62,6 +63,8 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
     fixed_design: object = field(default=None, repr=False)  # design.FixedDesign: spec and kept columns of X
     frame: object = field(default=None, repr=False)         # the complete-case rows (never modified)
     model: object = field(default=None, repr=False)         # the LMM that produced this fit (for refit)
+    options: dict = field(default=None, repr=False)         # fit options: tol, max_iter, start
+    data_sha256: str = field(default="", repr=False)        # fingerprint of the data (serialize.data_fingerprint)
 
     # ---- scalar summaries -----------------------------------------------------------------
     @property
@@ -264,6 +267,30 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
             raise ModelSpecificationError("this fit does not know its model; build it with LMM.from_formula")
         options.setdefault("start", self.evaluation.theta)
         return self.model.fit(method=method or self.method, **options)
+
+    def to_json(self, path=None) -> str:
+        """The fit as a reproducible JSON record: formula, options, estimates (exact), tables, convergence
+        history, package versions and a SHA-256 of the data; also written to ``path`` when given.
+
+        Read it back with :meth:`from_json`.
+        """
+        return write_record(fit_record(self), path)
+
+    @classmethod
+    def from_json(cls, source, data=None, matrices: dict | None = None):
+        """Read a record written by :meth:`to_json` (JSON text, a path or a parsed dict).
+
+        Without ``data``: a :class:`~lmmformula.results.serialize.StoredFit` holding the estimates and tables.
+        With the data (and ``matrices``) the fit used: a full :class:`FitResult` at the stored estimates, with
+        no iterations; its numbers are bit-identical to the original's.  Other data are refused (their
+        fingerprint differs).
+        """
+        record = read_record(source)
+        if data is None:
+            return StoredFit.from_record(record)
+        from ..model import LMM  # the model sits above the results in the pipeline; imported only here
+
+        return LMM(record["formula"], data, matrices=matrices).restore(record)
 
     def vpredict(self, expression: str) -> pd.Series:
         """A function of the covariance parameters with its delta-method standard error (ASReml's ``vpredict``).
