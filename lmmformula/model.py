@@ -14,6 +14,7 @@ from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_f
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
 from .engine.reml import IterationRecord, OptimizerResult
 from .errors import ConvergenceWarning, DataError, ModelSpecificationError
+from .explain import ModelExplanation, explain_model
 from .formula import ParsedFormula, parse_formula
 from .results import FitResult
 from .results.serialize import data_fingerprint
@@ -160,6 +161,32 @@ class LMM:
             )
         options = {"tol": tol, "max_iter": max_iter, "start": None if start is None else theta0.tolist()}
         return self._result(mme, ev, opt, method, algorithm, options)
+
+    def explain(self, show: bool = True) -> ModelExplanation:
+        """Describe the model this formula implies, before fitting: each random term's design size, levels
+        and covariance, the residual structure, the number of covariance parameters, the fill of the mixed
+        model equations, and warnings for combinations the data cannot identify.
+
+        Parameters
+        ----------
+        show : bool
+            Print the description (default).
+
+        Returns
+        -------
+        ModelExplanation
+            ``text``, ``warnings``, ``notes``, ``n_covariance_parameters``.
+        """
+        mme = self._equations("REML")
+        theta0 = mme.canonical(self._initial_theta(mme))
+        try:
+            factor = mme.factorize(theta0) if mme.q else None
+        except (NotPositiveDefinite, np.linalg.LinAlgError):
+            factor = None
+        explanation = explain_model(self.formula, self.design, mme.covariances, mme, theta0, factor)
+        if show:
+            print(explanation.text)
+        return explanation
 
     def _equations(self, method: str) -> MixedModelEquations:
         """Henderson's mixed model equations of this design (REML or ML)."""

@@ -44,6 +44,11 @@ class SparseFactor:
             self._factors = (L, d, p)
         return self._factors
 
+    @property
+    def nnz(self) -> int:
+        """Stored entries of the factor (strict lower triangle of L plus the diagonal)."""
+        return int(self._get()[0].nnz) + self.n
+
     def logdet(self) -> float:
         """log-determinant, sum of log d."""
         return float(np.sum(np.log(self._get()[1])))
@@ -85,6 +90,11 @@ class DenseFactor:
             self._cho = scipy.linalg.cho_factor(dense, lower=True, check_finite=True)
         except (np.linalg.LinAlgError, ValueError):
             raise NotPositiveDefinite("matrix is not positive definite") from None
+
+    @property
+    def nnz(self) -> int:
+        """Entries of the dense lower triangle."""
+        return self.n * (self.n + 1) // 2
 
     def logdet(self) -> float:
         return float(2.0 * np.sum(np.log(np.diag(self._cho[0]))))
