@@ -40,9 +40,10 @@ import scipy.sparse as sp
 from ..covariance import BlockCovariance
 from ..covariance.residual import ResidualStructure
 from ..design import RandomBlock
-from ..sparsepattern import pattern_keys, pattern_of, scatter
+from ..sparsepattern import pattern_keys, pattern_of, scatter, values_on
 from .crossproducts import CrossProducts, WeightedProducts
 from .factor import make_factor
+from .lamcross import LamCrossMap
 from .levels import LevelPrecision, LevelState
 from .score import ScoreMixin
 
@@ -117,6 +118,9 @@ class MixedModelEquations(ScoreMixin):
         cpat.sort_indices()
         self._cvv_pattern = pattern_of(cpat)
         self._cvv_keys = pattern_keys(self._cvv_pattern)
+        cross_map = LamCrossMap(self._lambda_pattern, self.cross.ztwz_pattern, self._cvv_keys)
+        self._cvv_map = cross_map if cross_map.usable else None
+        self._kinv_values = None  # K~^-1 on the pattern of Cvv, kept when it does not depend on theta
         self._factor = None
         self._factor_theta = None
         self._pairs = self._theta_pairs()
@@ -226,8 +230,17 @@ class MixedModelEquations(ScoreMixin):
     def cvv(self, theta: np.ndarray, lam: sp.csc_matrix | None = None) -> sp.csc_matrix:
         """``Lam'Z'WZ Lam + I`` on its fixed pattern."""
         lam = self.lam(theta) if lam is None else lam
-        M = lam.T @ self.products(theta).ZtWZ @ lam + self.level_state(theta).kinv
-        return scatter(M, self._cvv_pattern, self._cvv_keys)
+        if self._cvv_map is None:
+            M = lam.T @ self.products(theta).ZtWZ @ lam + self.level_state(theta).kinv
+            return scatter(M, self._cvv_pattern, self._cvv_keys)
+        kinv = self._kinv_values
+        if kinv is None:
+            kinv = values_on(self.level_state(theta).kinv, self._cvv_keys)
+            if self.n_kappa == 0:
+                self._kinv_values = kinv
+        out = self._cvv_pattern.copy()
+        out.data = self._cvv_map(lam.data, self.products(theta).ZtWZ.data) + kinv
+        return out
 
     def factorize(self, theta: np.ndarray, lam: sp.csc_matrix | None = None):
         """Factor ``Cvv`` at ``theta`` (numeric refactorization after the first call)."""
