@@ -1,18 +1,10 @@
-"""``python -m lmmformula``: fit the example field trial and print its summary."""
+"""``python -m lmmformula``: the ``lmmformula`` command; without arguments, ``lmmformula example``."""
 
 from __future__ import annotations
 
-from . import LMM
-from .datasets import load
+import sys
 
-
-def main() -> None:
-    """Slate Hall wheat trial: varieties fixed; replicate, and rows and columns within replicates, random."""
-    data = load("slatehall")
-    formula = "yield ~ gen + (1 | rep) + (1 | rep:row) + (1 | rep:col)"
-    fit = LMM.from_formula(formula, data).fit()
-    print(fit.summary())
-
+from .cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:] or ["example"]))
