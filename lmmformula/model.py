@@ -34,6 +34,17 @@ class Design:
     frame: object  # the complete-case rows the model is fitted to (pandas.DataFrame, never modified)
 
 
+def _refuse_weights_and_offset(weights, offset) -> None:
+    """statsmodels/lme4 users may pass these; say plainly that they are not supported and what to do."""
+    if weights is not None:
+        raise ModelSpecificationError(
+            "observation weights are not supported in this version; model unequal residual variances with a "
+            "residual structure such as 'Subject:diag(visit)', or fit without weights")
+    if offset is not None:
+        raise ModelSpecificationError(
+            "offsets are not supported; subtract the offset from the response instead, e.g. 'I(y - o) ~ ...'")
+
+
 class LMM:
     """A linear mixed model specified by an lme4-style formula.
 
@@ -46,6 +57,9 @@ class LMM:
     matrices : dict, optional
         Known matrices named in ``vm(group, "name")`` terms: a labelled DataFrame (a covariance such as
         A or a GRM) or :func:`lmmformula.pedigree.inverse_relationship` of a pedigree.
+    weights, offset : None
+        Not supported: anything else raises :class:`~lmmformula.ModelSpecificationError` saying what to do
+        instead (accepted as keywords so that statsmodels and lme4 habits get that message, not a TypeError).
 
     Examples
     --------
@@ -53,7 +67,8 @@ class LMM:
     >>> fit = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", data).fit()  # doctest: +SKIP
     """
 
-    def __init__(self, formula: str, data, *, matrices: dict | None = None):
+    def __init__(self, formula: str, data, *, matrices: dict | None = None, weights=None, offset=None):
+        _refuse_weights_and_offset(weights, offset)
         parsed = parse_formula(formula)
         if not parsed.random and parsed.residual is None:
             raise ModelSpecificationError(
@@ -84,7 +99,8 @@ class LMM:
         return cls(formula, data, **kwargs)
 
     def fit(self, method: str = "REML", *, algorithm: str = "AI", verbose: bool = False,
-            max_iter: int | None = None, tol: float = 1e-8, start: np.ndarray | None = None) -> FitResult:
+            max_iter: int | None = None, tol: float = 1e-8, start: np.ndarray | None = None,
+            weights=None) -> FitResult:
         """Estimate the model.
 
         Parameters
@@ -106,6 +122,7 @@ class LMM:
         -------
         FitResult
         """
+        _refuse_weights_and_offset(weights, None)
         method = str(method).upper()
         if method not in ("REML", "ML"):
             raise ModelSpecificationError(f"method must be 'REML' or 'ML', got {method!r}")
@@ -123,9 +140,10 @@ class LMM:
                 raise ModelSpecificationError(
                     f"start must be {mme.n_params} finite numbers (theta: relative Cholesky factors in formula "
                     f"order, then atanh of residual correlations), got {start!r}")
-        if not (isinstance(tol, (int, float)) and np.isfinite(tol) and tol > 0):
+        if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and np.isfinite(tol) and tol > 0):
             raise ModelSpecificationError(f"tol must be a positive number, got {tol!r}")
-        if max_iter is not None and not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        if max_iter is not None and (isinstance(max_iter, bool)
+                                     or not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1)):
             raise ModelSpecificationError(f"max_iter must be a positive integer, got {max_iter!r}")
         if max_iter is None:
             max_iter = 200 if algorithm == "AI" else 20000

@@ -56,10 +56,13 @@ def order_pedigree(pedigree: pd.DataFrame, animal: str = "animal", sire: str = "
         Missing columns, duplicated animals, an animal that is its own ancestor.
     """
     if not isinstance(pedigree, pd.DataFrame):
-        raise DataError(f"the pedigree must be a pandas DataFrame, got {type(pedigree).__name__}")
+        raise DataError(f"the pedigree must be a pandas DataFrame, got {type(pedigree).__name__}; pass "
+                        "pd.DataFrame(rows, columns=['animal', 'sire', 'dam'])")
     for col in (animal, sire, dam):
         if col not in pedigree.columns:
             raise DataError(f"the pedigree has no column '{col}'; pass animal=, sire=, dam= with its column names")
+    if pedigree.shape[0] == 0:
+        raise DataError("the pedigree has no rows; pass one row per animal (animal, sire, dam)")
     bad = [a for a in pedigree[animal] if _is_unknown(a)]
     if bad:
         raise DataError(f"the pedigree has an animal with a missing or zero identifier ({bad[0]!r}); "
@@ -73,7 +76,7 @@ def order_pedigree(pedigree: pd.DataFrame, animal: str = "animal", sire: str = "
         ps = None if _is_unknown(s) else _id(s)
         pd_ = None if _is_unknown(d) else _id(d)
         if a in (ps, pd_):
-            raise DataError(f"animal {a!r} is listed as its own parent")
+            raise DataError(f"animal {a!r} is listed as its own parent; correct its sire or dam (unknown: 0 or NA)")
         parents[a] = (ps, pd_)
     for s, d in list(parents.values()):
         for p in (s, d):
@@ -91,7 +94,8 @@ def order_pedigree(pedigree: pd.DataFrame, animal: str = "animal", sire: str = "
             on_path.add(a)
             pending = [p for p in parents[a] if p is not None and p not in depth]
             if any(p in on_path for p in pending):
-                raise DataError(f"the pedigree has a loop through animal {a!r} (an animal is its own ancestor)")
+                raise DataError(f"the pedigree has a loop through animal {a!r} (an animal is its own ancestor); "
+                                "check the parents of the animals in the loop")
             if pending:
                 stack.extend(pending)
                 continue

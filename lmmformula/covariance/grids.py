@@ -67,7 +67,7 @@ def build_grid(frame: pd.DataFrame, parts, text: str, grouping: bool = False) ->
     uniq, counts = np.unique(cells, return_counts=True)
     if (counts > 1).any() and not grouping:
         dup = np.flatnonzero(cells == uniq[counts > 1][0])
-        where = ", ".join(f"{d.variable}={frame[d.variable].iloc[dup[0]]!r}" for d in dims)
+        where = ", ".join(f"{d.variable}={_scalar(frame[d.variable].iloc[dup[0]])!r}" for d in dims)
         raise DataError(
             f"observations {list(frame.index[dup[:3]])} share the cell ({where}) of the residual term "
             f"'{text}'; each cell may hold one observation. Add a dimension that separates them "
@@ -80,6 +80,11 @@ def build_grid(frame: pd.DataFrame, parts, text: str, grouping: bool = False) ->
             "observations; check the position columns"
         )
     return ResidualStructure(text=text, dimensions=tuple(dims), cells=cells)
+
+
+def _scalar(value):
+    """A numpy scalar as the Python value (so messages read ``row=3``, not ``row=np.int64(3)``)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _bands(call, kind: str, size: int, variable: str) -> int:

@@ -69,22 +69,48 @@ class KnownMatrix:
         return cls(labels=labels, precision=P, logdet=float(logdet), diagonal=np.asarray(diagonal, dtype=float))
 
     @classmethod
-    def from_covariance(cls, K: pd.DataFrame) -> "KnownMatrix":
-        """From a labelled dense covariance (relationship matrix, GRM); inverted densely."""
+    def from_covariance(cls, K: pd.DataFrame, name: str = "") -> "KnownMatrix":
+        """From a labelled dense covariance (relationship matrix, GRM); inverted densely.
+
+        Raises
+        ------
+        DataError
+            Not square, labels that differ between rows and columns or repeat, non-numeric or missing entries,
+            not symmetric, not positive definite; the message names the matrix and the offending entry.
+        """
+        what = f"the known matrix {name!r}" if name else "the known matrix"
+        if K.shape[0] != K.shape[1]:
+            raise DataError(f"{what} has shape {K.shape}; it must be square, with one row and one column per level")
         labels = tuple(_level(x) for x in K.index)
         if len(set(labels)) != len(labels):
-            raise DataError("the known matrix has duplicated labels; each level needs one row and column")
+            dup = pd.Series(labels)[pd.Series(labels).duplicated()].iloc[0]
+            raise DataError(f"{what} has duplicated labels ({dup!r} appears more than once); each level needs "
+                            "one row and column")
         if [_level(x) for x in K.columns] != list(labels):
-            raise DataError("a known matrix must have the same labels on its rows and columns, in the same order")
-        M = K.to_numpy(dtype=float)
-        if not np.allclose(M, M.T, atol=1e-10 * max(1.0, np.abs(M).max())):
-            raise DataError("the known matrix is not symmetric")
+            raise DataError(f"{what} must have the same labels on its rows and columns, in the same order; "
+                            "reorder it with K.loc[labels, labels]")
+        try:
+            M = K.to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            bad = next(c for c in K.columns if not pd.api.types.is_numeric_dtype(K[c]))
+            raise DataError(f"{what} has non-numeric entries (column {_level(bad)!r} is {K[bad].dtype}); convert "
+                            "it with K.astype(float)") from None
+        if not np.all(np.isfinite(M)):
+            i, j = np.argwhere(~np.isfinite(M))[0]
+            raise DataError(f"{what} has a missing or infinite entry ({labels[i]!r}, {labels[j]!r}); every entry "
+                            "must be a finite number")
+        asym = np.abs(M - M.T)
+        if asym.max() > 1e-10 * max(1.0, np.abs(M).max()):
+            i, j = np.unravel_index(np.argmax(asym), asym.shape)
+            raise DataError(f"{what} is not symmetric (entry ({labels[i]!r}, {labels[j]!r}) is {M[i, j]:g}, "
+                            f"({labels[j]!r}, {labels[i]!r}) is {M[j, i]:g}); symmetrise it, e.g. (K + K.T) / 2")
         try:
             chol = scipy.linalg.cholesky(M, lower=True)
         except np.linalg.LinAlgError:
+            low = float(np.linalg.eigvalsh(M)[0])
             raise DataError(
-                "the known matrix is not positive definite (e.g. a genomic relationship matrix of rank < n); "
-                "blend it with the identity or the pedigree matrix, e.g. 0.99 * G + 0.01 * I"
+                f"{what} is not positive definite (smallest eigenvalue {low:.3g}), as a genomic relationship "
+                "matrix of rank < n is; blend it with the identity or the pedigree matrix, e.g. 0.99 * G + 0.01 * I"
             ) from None
         inv = scipy.linalg.cho_solve((chol, True), np.eye(M.shape[0]))
         P = sp.csc_matrix(0.5 * (inv + inv.T))
@@ -97,8 +123,10 @@ def known_matrix(value, name: str) -> KnownMatrix:
     if isinstance(value, KnownMatrix):
         return value
     if isinstance(value, pd.DataFrame):
-        return KnownMatrix.from_covariance(value)
+        return KnownMatrix.from_covariance(value, name)
+    hint = (" (an unlabelled array: wrap it as pd.DataFrame(K, index=levels, columns=levels))"
+            if isinstance(value, np.ndarray) or sp.issparse(value) else "")
     raise DataError(
         f"matrices[{name!r}] must be a labelled pandas DataFrame (a covariance such as A or a GRM) or the "
-        f"result of lmmformula.pedigree.inverse_relationship(); got {type(value).__name__}"
+        f"result of lmmformula.pedigree.inverse_relationship(); got {type(value).__name__}{hint}"
     )

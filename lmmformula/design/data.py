@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,11 +34,82 @@ class ModelFrame:
     n_dropped: int
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29da\u29db]")
+
+
+def formulaic_message(exc: Exception) -> str:
+    """formulaic's message without its terminal colour codes and markers, first paragraph only."""
+    text = _ANSI.sub("", str(exc)).strip() or type(exc).__name__
+    return text.split("\n\n")[0].replace("insuffient", "insufficient")
+
+
 def _formula_variables(text: str, formula: str) -> set[str]:
     try:
         return set(Formula(to_formulaic(text)).required_variables)
     except Exception as exc:
-        raise FormulaSyntaxError(f"formulaic cannot read '{text}': {exc}", formula) from None
+        raise FormulaSyntaxError(
+            f"formulaic cannot read '{text}' ({formulaic_message(exc)}); check for a missing operator, an empty "
+            "term or a name with spaces (quote it with backticks: `my x`)", formula) from None
+
+
+def _as_frame(data: object) -> pd.DataFrame:
+    """The caller's DataFrame, or a DataFrame of a mapping of columns; anything else is refused."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, Mapping):
+        try:
+            return pd.DataFrame(data)
+        except Exception as exc:
+            raise DataError(f"cannot make a DataFrame of the dict passed as data ({exc}); pass a pandas "
+                            "DataFrame or a dict of equally long columns") from None
+    hint = " with column names, e.g. pd.DataFrame(array, columns=['y', 'x', 'g'])" if isinstance(
+        data, (np.ndarray, list, tuple)) else ""
+    hint = " (a Series is one column; pass the whole DataFrame, or series.to_frame())" if isinstance(
+        data, pd.Series) else hint
+    raise DataError(
+        f"data must be a pandas DataFrame (or a dict of columns), got {type(data).__name__}; pass a DataFrame{hint}"
+    )
+
+
+def _unknown_name_error(name: str, parsed: ParsedFormula, data: pd.DataFrame) -> UnknownColumnError:
+    """A column the data lacks, with close names; a name written as a call is an unknown function."""
+    if re.search(r"(?<![\w.])" + re.escape(name) + r"\s*\(", parsed.formula):
+        return UnknownColumnError(
+            f"'{name}' in the formula is called as a function but is neither a data column nor a function "
+            f"formulaic knows; check the spelling, or use numpy's (np.{name}(x)) or a transform such as I(...)")
+    close = difflib.get_close_matches(name, [str(x) for x in data.columns], n=3)
+    hint = f"; did you mean {', '.join(repr(x) for x in close)}?" if close else (
+        f"; the data has columns {', '.join(map(repr, list(data.columns)[:12]))}")
+    return UnknownColumnError(f"column '{name}' named in the formula is not in the data{hint}")
+
+
+def _check_hashable(frame: pd.DataFrame, column: str) -> None:
+    """Object columns must hold scalars (a column of lists cannot be a factor or a number)."""
+    col = frame[column]
+    if col.dtype != object:
+        return
+    try:
+        pd.unique(col)
+    except TypeError:
+        bad = next(v for v in col if isinstance(v, (list, dict, set, np.ndarray)))
+        raise DataError(
+            f"column '{column}' holds {type(bad).__name__} values (e.g. {bad!r}), not numbers or labels; "
+            f"expand them into separate columns or convert them, e.g. data['{column}'].astype(str)") from None
+
+
+def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Convert pandas' nullable extension dtypes (``Int64``, ``Float64``, ``boolean``, ``string``) of the complete
+    cases to the numpy dtypes formulaic understands; ``frame`` is already a copy."""
+    for c in frame.columns:
+        dtype = frame[c].dtype
+        if isinstance(dtype, pd.StringDtype) and getattr(dtype, "na_value", pd.NA) is pd.NA:  # "string", not "str"
+            frame[c] = frame[c].astype(object)
+        elif isinstance(dtype, pd.BooleanDtype):
+            frame[c] = frame[c].astype(bool)
+        elif isinstance(dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(dtype) and \
+                not isinstance(dtype, pd.SparseDtype):
+            frame[c] = frame[c].to_numpy(dtype=dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else float)
+    return frame
 
 
 def required_columns(parsed: ParsedFormula) -> list[str]:
@@ -69,19 +141,18 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
     DataError
         Empty data, infinite values, or no complete rows.
     """
-    if not isinstance(data, pd.DataFrame):
-        try:
-            data = pd.DataFrame(data)
-        except Exception:
-            raise DataError(
-                f"data must be a pandas DataFrame (or a dict of columns), got {type(data).__name__}"
-            ) from None
+    data = _as_frame(data)
     if data.shape[0] == 0:
         raise DataError("the data frame has no rows; pass the data the model should be fitted to")
     columns = required_columns(parsed)
     if re.search(r"\boffset\s*\(", parsed.formula):
         raise ModelSpecificationError(
             "offset() terms are not supported; subtract the offset from the response instead"
+        )
+    if re.search(r"(?<![\w.])weights\s*\(", parsed.formula) and "weights" not in data.columns:
+        raise ModelSpecificationError(
+            "weights() in the formula: observation weights are not supported in this version; fit the "
+            "unweighted model, or scale the response and covariates by sqrt(weight) for known residual variances"
         )
     duplicated = [c for c in columns if (data.columns == c).sum() > 1]
     if duplicated:
@@ -90,11 +161,7 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
         )
     missing = [c for c in columns if c not in data.columns]
     if missing:
-        c = missing[0]
-        close = difflib.get_close_matches(c, [str(x) for x in data.columns], n=3)
-        hint = f"; did you mean {', '.join(repr(x) for x in close)}?" if close else (
-            f"; the data has columns {', '.join(map(repr, list(data.columns)[:12]))}")
-        raise UnknownColumnError(f"column '{c}' named in the formula is not in the data{hint}")
+        raise _unknown_name_error(missing[0], parsed, data)
     # formulaic does not report variables inside some transforms (``poly(x, 2)``): keep every data column named
     # in the formula as a variable (an identifier not followed by a call's parenthesis)
     named = re.findall(r"(?<![\w.])([A-Za-z_][\w.]*)(?![\w.]*\s*\()", parsed.formula)
@@ -105,6 +172,7 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
             "the column; rename it, e.g. data.rename(columns={'C': 'C_'}), and use the new name in the formula")
     frame = data.loc[:, columns]
     for c in columns:
+        _check_hashable(frame, c)
         col = frame[c]
         if (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
                 and not pd.api.types.is_complex_dtype(col)):
@@ -122,5 +190,6 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
         raise DataError(
             "no row is complete in all of the columns " + ", ".join(map(repr, columns)) + "; check for missing values"
         )
-    kept = frame if complete.all() else frame.loc[complete].copy()  # frame is already a new object
+    kept = frame.copy() if complete.all() else frame.loc[complete].copy()  # never a view of the caller's data
+    kept = _plain_dtypes(kept)
     return ModelFrame(data=kept, n_dropped=int((~complete).sum()))

@@ -7,6 +7,8 @@ dropped and named in a :class:`RankDeficiencyWarning`, as lme4 does.
 
 from __future__ import annotations
 
+import copy
+import numbers
 import re
 import warnings
 from dataclasses import dataclass
@@ -92,9 +94,12 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
     DataError
         Non-numeric or constant response, or a transform producing missing values.
     """
+    _check_response_column(frame, response)
+    _check_fixed_columns(frame, fixed)
     try:
-        mm = Formula(to_formulaic(f"{response} ~ {fixed}")).get_model_matrix(frame, na_action="raise",
-                                                                                  output="numpy")
+        with np.errstate(all="ignore"):
+            mm = Formula(to_formulaic(f"{response} ~ {fixed}")).get_model_matrix(frame, na_action="raise",
+                                                                                      output="numpy")
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if any(w in msg.lower() for w in ("missing", "nan", "null")):
@@ -117,10 +122,18 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         raise DataError(f"the response '{response}' is complex; a linear mixed model needs a real response")
     y = np.asarray(lhs, dtype=float).ravel()
     if not np.all(np.isfinite(y)):
-        raise DataError(f"the response '{response}' has non-finite values after transformation")
+        bad = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise DataError(
+            f"the response '{response}' has non-finite values after transformation ({float(y[bad])!r} in row "
+            f"{frame.index[bad]!r}); check transforms such as log() of zero or negative values, or drop those rows")
     if np.ptp(y) == 0:
-        raise DataError(f"the response '{response}' is constant ({y[0]!r}); a variance cannot be estimated")
+        raise DataError(f"the response '{response}' is constant ({float(y[0])!r}); a variance cannot be estimated. "
+                        "Check the response column and the rows used")
+    _check_magnitude(y, f"the response '{response}'")
     X = np.asarray(rhs, dtype=float)
+    _check_single_levels(rhs.model_spec, fixed)
+    for j, name in enumerate(rhs.model_spec.column_names):
+        _check_magnitude(X[:, j], f"the fixed-effect column '{r_style_name(str(name))}'")
     full_names = [str(c) for c in rhs.model_spec.column_names]
     kept = _independent_columns(X)
     full_names = [_restore_r_calls(c, fixed) for c in full_names]
@@ -142,6 +155,76 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         dropped=dropped,
         response=response,
     )
+
+
+_SCALE_LIMIT = 1e100  # squares and cross-products of larger values overflow double precision
+
+
+def _check_magnitude(values: np.ndarray, what: str) -> None:
+    """Refuse values whose cross-products overflow (the REML iterations would produce inf and NaN)."""
+    big = float(np.max(np.abs(values))) if values.size else 0.0
+    if big > _SCALE_LIMIT:
+        raise DataError(f"{what} has values as large as {big:.3g}, whose squares overflow double precision; "
+                        "rescale it (e.g. divide by a power of ten)")
+
+
+def _is_datetime_like(col: pd.Series) -> bool:
+    return (pd.api.types.is_datetime64_any_dtype(col) or pd.api.types.is_timedelta64_dtype(col)
+            or isinstance(col.dtype, pd.PeriodDtype))
+
+
+def _check_response_column(frame: pd.DataFrame, response: str) -> None:
+    """A response that is a column must be numeric (checked before formulaic, which fails on dates)."""
+    if response not in frame.columns:
+        return
+    raw = frame[response]
+    if _is_datetime_like(raw) or not pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw) \
+            or pd.api.types.is_complex_dtype(raw):
+        raise DataError(
+            f"the response '{response}' must be one numeric column, got {raw.dtype}; "
+            "convert it with pd.to_numeric or choose a numeric response"
+        )
+
+
+def _check_fixed_columns(frame: pd.DataFrame, fixed: str) -> None:
+    """Dates in the fixed part, and numbers stored as ``object`` written as covariates, are refused with the fix.
+
+    formulaic multiplies a datetime column by its coefficient (a numpy error), and treats an ``object`` column as a
+    factor even when it holds numbers (one coefficient per distinct value).
+    """
+    for name in frame.columns:
+        if not re.search(r"(?<![\w.])" + re.escape(str(name)) + r"(?![\w.])", fixed):
+            continue
+        col = frame[name]
+        if _is_datetime_like(col):
+            raise DataError(
+                f"column '{name}' in the fixed part is {col.dtype}; convert it to a number (days since the "
+                f"start: (data['{name}'] - data['{name}'].min()).dt.days; a timedelta: data['{name}'].dt.days), or to labels with .astype(str) for a factor")
+        wrapped = re.search(r"\b(C|factor|as\.factor)\(\s*" + re.escape(str(name)) + r"\b", fixed)
+        if col.dtype == object and not wrapped and _measurements(col):
+            raise DataError(
+                f"column '{name}' holds numbers stored with dtype object, which would make it a factor with "
+                f"{col.nunique()} levels; convert it with pd.to_numeric(data['{name}']) for a covariate, or write "
+                f"factor({name}) for a factor")
+
+
+def _measurements(col: pd.Series) -> bool:
+    """An ``object`` column of numbers with a fractional value: a measurement, not labels (whole numbers stored
+    as objects may be identifiers, which formulaic rightly treats as a factor)."""
+    if not col.size or not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in col):
+        return False
+    return any(not float(v).is_integer() for v in col)
+
+
+def _check_single_levels(spec, fixed: str) -> None:
+    """A factor of the fixed part with one level has no contrast (formulaic silently gives it no column)."""
+    for factor, state in spec.factor_contrasts.items():
+        levels = list(getattr(state, "levels", []) or [])
+        if len(levels) < 2:
+            raise DataError(
+                f"the factor '{_restore_r_calls(str(factor), fixed)}' in the fixed part has {len(levels)} level ({', '.join(map(repr, levels))}) "
+                "in the rows used, so it has no effect to estimate; drop it from the formula or check the data "
+                "(rows with a missing value in a used column are dropped)")
 
 
 def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> list[int]:
@@ -188,14 +271,37 @@ def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> list[int]:
     return kept
 
 
+def _check_new_types(spec, data: pd.DataFrame, what: str) -> None:
+    """Columns of newdata must be of the kind the fit saw: numbers where the fit had a covariate, finite."""
+    factors = {v for f in spec.factor_contrasts for v in spec.factor_variables.get(f, ())}
+    for v in sorted(spec.required_variables):
+        if v not in data.columns or v in factors:
+            continue
+        col = data[v]
+        if not pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            raise DataError(f"column '{v}' of newdata is {col.dtype}, but the fit used it as a numeric covariate in "
+                            f"the {what} part; convert it with pd.to_numeric(newdata['{v}'])")
+        vals = col.to_numpy(dtype=float, na_value=np.nan)
+        if np.isinf(vals).any():
+            raise DataError(f"column '{v}' of newdata has an infinite value (row "
+                            f"{data.index[np.isinf(vals)][0]!r}); replace it with a finite value or drop the row")
+
+
 def model_matrix_for(spec, data: pd.DataFrame, what: str) -> np.ndarray:
-    """``spec`` applied to new data; a factor level the fit never saw is an error (formulaic would give NaN)."""
+    """``spec`` applied to new data; a factor level the fit never saw is an error (formulaic would give NaN).
+
+    formulaic updates a spec's encoder state when it meets unexpected data, so a copy is used: bad newdata must
+    not change later results of the fit (``predict_means``, ``anova``).
+    """
+    _check_new_types(spec, data, what)
+    spec = copy.deepcopy(spec)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             M = np.asarray(spec.get_model_matrix(data, na_action="raise", output="numpy"), dtype=float)
         except Exception as exc:
-            raise DataError(f"cannot build the {what} design for newdata: {str(exc).splitlines()[0]}") from None
+            raise DataError(f"cannot build the {what} design for newdata ({str(exc).splitlines()[0][:200]}); "
+                            "give newdata the columns and types of the data the model was fitted to") from None
     unseen = [str(w.message).split(":", 1)[-1].split(".")[0].strip() for w in caught
               if "outside of the nominated levels" in str(w.message)]
     if unseen or not np.all(np.isfinite(M)):

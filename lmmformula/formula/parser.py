@@ -62,9 +62,11 @@ def parse_formula(formula: str) -> ParsedFormula:
         )
     response = formula[: tilde[0]].strip()
     if not response:
-        raise FormulaSyntaxError("the response (left of '~') is missing", formula, 0)
+        raise FormulaSyntaxError("the response (left of '~') is missing; write it before the '~', e.g. "
+                                 "'y ~ x + (1 | g)'", formula, 0)
     rhs_start = tilde[0] + 1
     tokens = tokenize(formula[rhs_start:], offset=rhs_start)
+    _check_operators(formula, tokens)
     if not tokens:
         raise FormulaSyntaxError("nothing on the right of '~'; write 'y ~ 1' for an intercept-only model", formula, len(formula) - 1)
 
@@ -101,6 +103,18 @@ def parse_formula(formula: str) -> ParsedFormula:
     return ParsedFormula(formula=formula, response=response, fixed=fixed, random=tuple(random), residual=residual)
 
 
+def _check_operators(formula: str, tokens: list[Token]) -> None:
+    """Refuse operators formulaic merged with a bar (``(1 | /g)`` gives the token ``|/``)."""
+    for tok in tokens:
+        if tok.kind == "operator" and "|" in tok.text and tok.text not in ("|", "||"):
+            raise FormulaSyntaxError(
+                f"'{tok.text}' is not an operator: a grouping factor is missing after the bar; "
+                "write e.g. '(1 | a/b)' or '(1 | a:b)'",
+                formula,
+                tok.start,
+            )
+
+
 def _check_parentheses(formula: str) -> None:
     stack: list[int] = []
     quote: str | None = None
@@ -115,10 +129,12 @@ def _check_parentheses(formula: str) -> None:
             stack.append(i)
         elif ch == ")":
             if not stack:
-                raise FormulaSyntaxError("unbalanced parentheses: this ')' has no matching '('", formula, i)
+                raise FormulaSyntaxError("unbalanced parentheses: this ')' has no matching '('; remove it or add the "
+                                         "'(' it closes", formula, i)
             stack.pop()
     if stack:
-        raise FormulaSyntaxError("unbalanced parentheses: this '(' is never closed", formula, stack[-1])
+        raise FormulaSyntaxError("unbalanced parentheses: this '(' is never closed; add the missing ')'",
+                                 formula, stack[-1])
 
 
 def _split_summands(formula: str, tokens: list[Token]) -> list[tuple[str, list[Token]]]:
@@ -289,15 +305,18 @@ def _parse_part(formula: str, tok: Token) -> GroupPart:
             _arity_error(formula, name, len(args), tok.start)
         if len(args[0]) != 1 or args[0][0].kind != "name":
             raise FormulaSyntaxError(
-                f"the first argument of '{name}' must be a column name", formula, args[0][0].start
+                f"the first argument of '{name}' must be a column name; compute a transformed position as a "
+                f"column first (e.g. data['t2'] = ...) and write {name}(t2)", formula, args[0][0].start
             )
         texts = tuple(formula[a[0].start : a[-1].end].strip() for a in args)
         return GroupPart(variable=texts[0].strip("`"),
                          structure=StructureCall(name=name, args=texts, text=tok.text, position=tok.start))
     if call is not None:
+        hint = (f"; a grouping is always a factor, so write the column alone: '{call[1].strip()}'"
+                if call[0] in ("factor", "C", "as.factor") else "")
         raise FormulaSyntaxError(
             f"unknown structure or function '{call[0]}' in a grouping; known structures are "
-            + ", ".join(STRUCTURES),
+            + ", ".join(STRUCTURES) + hint,
             formula,
             tok.start,
         )

@@ -52,5 +52,13 @@ def tokenize(text: str, offset: int = 0) -> list[Token]:
         kind = t.kind.name.lower() if hasattr(t.kind, "name") else str(t.kind).lower()
         start = t.source_start if t.source_start is not None else 0
         end = (t.source_end + 1) if t.source_end is not None else start + len(t.token)
+        end = _include_closing_quote(text, start, end)
         out.append(Token(str(t.token), kind, start + offset, end + offset))
     return out
+
+
+def _include_closing_quote(text: str, start: int, end: int) -> int:
+    """formulaic's span of a quoted name (```my x```) stops before the closing quote; include it."""
+    if 0 <= start < len(text) and text[start] in "`'\"" and end < len(text) and text[end] == text[start]:
+        return end + 1
+    return end

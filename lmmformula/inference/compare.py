@@ -66,7 +66,14 @@ def compare(*fits) -> pd.DataFrame:
         with its covariances) to the same fixed effects, ``p_boundary`` (each test against the row above).
     """
     if len(fits) < 2:
-        raise ModelSpecificationError("compare needs at least two fits")
+        raise ModelSpecificationError(
+            f"compare needs at least two fits, got {len(fits)}; pass the fits of the models to compare, e.g. "
+            "compare(small, big)")
+    for i, f in enumerate(fits):
+        if not all(hasattr(f, a) for a in ("mme", "method", "loglik", "n_params")):
+            raise ModelSpecificationError(
+                f"compare takes fitted models (the result of LMM.fit()); argument {i + 1} is of type "
+                f"{type(f).__name__}. Call .fit() on a model before comparing it")
     methods = {f.method for f in fits}
     if len(methods) > 1:
         raise ModelSpecificationError("compare needs fits of one method; refit them with fit.refit(method='ML')")

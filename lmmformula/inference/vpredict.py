@@ -22,7 +22,10 @@ _NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Lo
 
 
 def _compile(text: str, labels: list[str]):
-    """Replace labels (longest first) by placeholders and compile the checked expression."""
+    """Replace labels (longest first) by placeholders and compile the checked expression.
+
+    Messages quote the expression as the user wrote it (placeholders turned back into labels)."""
+    original = text.strip()
     placeholders = {}
     for i, label in sorted(enumerate(labels), key=lambda x: -len(x[1])):
         token = f"_p{i}_"
@@ -30,21 +33,29 @@ def _compile(text: str, labels: list[str]):
         text, count = re.subn(pattern, token, text)
         if count:
             placeholders[token] = i
+
+    def shown(node) -> str:
+        return re.sub(r"_p(\d+)_", lambda m: labels[int(m.group(1))], ast.unparse(node))
+
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ModelSpecificationError(f"cannot parse the expression '{text}': {exc.msg}") from None
+        raise ModelSpecificationError(
+            f"cannot parse the expression '{original}' ({exc.msg}); write arithmetic of the labels of "
+            "variance_components, e.g. 'h2 = gen / (gen + residual)'") from None
     for node in ast.walk(tree):
         if not isinstance(node, _NODES):
             raise ModelSpecificationError(
-                f"'{ast.unparse(node)}' is not allowed in a vpredict expression (use + - * / **, numbers, "
+                f"'{shown(node)}' is not allowed in a vpredict expression (use + - * / **, numbers, "
                 f"{', '.join(_FUNCTIONS)} and the labels of variance_components)")
         if isinstance(node, ast.Name) and node.id not in placeholders and node.id not in _FUNCTIONS:
             raise ModelSpecificationError(
                 f"unknown name '{node.id}' in a vpredict expression; use the labels of variance_components: "
                 f"{', '.join(labels)}")
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS):
-            raise ModelSpecificationError(f"only {', '.join(_FUNCTIONS)} may be called in a vpredict expression")
+            raise ModelSpecificationError(
+                f"'{shown(node.func)}' may not be called in a vpredict expression; only "
+                f"{', '.join(_FUNCTIONS)} may be called")
     return compile(tree, "<vpredict>", "eval"), placeholders
 
 

@@ -25,6 +25,11 @@ from ..errors import ModelSpecificationError
 __all__ = ["Diagnostics"]
 
 
+def _scalar(value):
+    """A numpy scalar as the Python value, for messages."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 class Diagnostics:
     """``marginal_residuals``, ``standardized_residuals``, ``variogram``, ``shrinkage_detail``,
     ``term_heritability`` (module docstring)."""
@@ -76,6 +81,9 @@ class Diagnostics:
         DataFrame
             ``row_lag``, ``col_lag``, ``gamma``, ``n_pairs``.
         """
+        if max_lag is not None and not (isinstance(max_lag, (int, np.integer)) and not isinstance(max_lag, bool)
+                                        and max_lag >= 0):
+            raise ModelSpecificationError(f"max_lag must be a non-negative whole number of plots, got {max_lag!r}")
         r, c = self._positions(row, col)
         e = self.evaluation.resid
         nr, nc = r.max() + 1, c.max() + 1
@@ -108,14 +116,23 @@ class Diagnostics:
                     "variogram() takes the plot positions from a two-dimensional residual structure such as "
                     "ar1(row):ar1(col); this model has none, so name them: variogram(row='row', col='col')")
             return res.dimensions[0].positions.astype(int), res.dimensions[1].positions.astype(int)
-        if row is None or col is None or row not in self.frame.columns or col not in self.frame.columns:
+        if row is None or col is None:
             raise ModelSpecificationError(
-                f"variogram needs two columns of the data for the plot positions, got row={row!r}, col={col!r}")
+                f"variogram needs two columns of the data for the plot positions, got row={row!r}, col={col!r}; "
+                "name both, e.g. variogram(row='row', col='col')")
+        absent = [v for v in (row, col) if v not in self.frame.columns]
+        if absent:
+            raise ModelSpecificationError(
+                f"the position column(s) {absent} are not among the columns the model used "
+                f"({', '.join(map(repr, self.frame.columns))}); the fit keeps only those, so name position columns "
+                "of the formula, or fit with a residual structure such as ar1(row):ar1(col)")
         out = []
         for name in (row, col):
             v = pd.to_numeric(self.frame[name], errors="coerce").to_numpy(dtype=float)
             if not np.all(np.isfinite(v)) or not np.allclose(v, np.round(v)):
-                raise ModelSpecificationError(f"the position column '{name}' must hold whole numbers")
+                raise ModelSpecificationError(
+                    f"the position column '{name}' must hold whole numbers (plot rows and columns), got "
+                    f"{self.frame[name].dtype} values such as {_scalar(self.frame[name].iloc[0])!r}; round or recode it")
             out.append((v - v.min()).astype(int))
         return out[0], out[1]
 
@@ -123,7 +140,7 @@ class Diagnostics:
     def _term_index(self, term: str) -> int:
         names = [b.name for b in self.mme.blocks]
         if term not in names:
-            raise ModelSpecificationError(f"unknown random term {term!r}; the terms are {names}")
+            raise ModelSpecificationError(f"unknown random term {term!r}; use one of the terms {names}")
         return names.index(term)
 
     def shrinkage_detail(self, term: str) -> pd.DataFrame:

@@ -195,7 +195,7 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
                     labels = [f"{a}:{d.variable}={b}".lstrip(":") for a in labels for b in d.labels]
             labels = labels if labels != [""] else ["residual"]
             return pd.DataFrame(self.sigma2 * C, index=labels, columns=labels)
-        raise KeyError(f"no term {term!r}; terms are {', '.join(map(repr, names + ['residual']))}")
+        raise ModelSpecificationError(f"no term {term!r}; use one of {', '.join(map(repr, names + ['residual']))}")
 
     def correlation(self, term: str) -> pd.DataFrame:
         """Correlation matrix of :meth:`covariance` (NaN where a variance is 0)."""

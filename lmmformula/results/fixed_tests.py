@@ -122,17 +122,11 @@ class FixedEffectTests:
             ``"joint F"`` with the F test of all of them (``estimate`` holds F, ``df`` the denominator df).
         """
         p = self.mme.p
-        if isinstance(L, dict):
-            unknown = [k for k in L if k not in self.fixed_names]
-            if unknown:
-                raise ModelSpecificationError(
-                    f"contrast names {unknown} are not fixed effects; choose from {list(self.fixed_names)}")
-            L = np.array([[float(L.get(n, 0.0)) for n in self.fixed_names]])
-        L = np.atleast_2d(np.asarray(L, dtype=float))
+        L = self._contrast_matrix(L)
         if L.ndim != 2 or L.shape[1] != p or not np.all(np.isfinite(L)):
+            got = f"shape {L.shape}" if L.ndim != 2 or L.shape[1] != p else "missing or infinite entries"
             raise ModelSpecificationError(
-                f"L must have {p} finite columns (one per fixed effect: {list(self.fixed_names)}), "
-                f"got shape {L.shape}")
+                f"L must have {p} finite columns (one per fixed effect: {list(self.fixed_names)}), got {got}")
         method = self._ddf_method(ddf)
         vcov = self._vcov_for(method)
         est = L @ self.evaluation.beta
@@ -147,6 +141,36 @@ class FixedEffectTests:
             F, q, den, pv = self._f_test(L, method)
             out.loc["joint F"] = [F, np.nan, den, np.nan, pv]
         return out
+
+    def _contrast_matrix(self, L) -> np.ndarray:
+        """``L`` as a float array in the order of :attr:`fixed_names`: a dict or Series by name, a DataFrame by its
+        column names, else positional.
+
+        Raises
+        ------
+        ModelSpecificationError
+            Unknown coefficient names or non-numeric entries.
+        """
+        names = list(self.fixed_names)
+        if isinstance(L, pd.Series):
+            L = L.to_dict()
+        if isinstance(L, pd.DataFrame):
+            unknown = [str(k) for k in L.columns if k not in names]
+            if unknown:
+                raise ModelSpecificationError(
+                    f"contrast columns {unknown} are not fixed effects; name the columns after {names}")
+            L = L.reindex(columns=names, fill_value=0.0)
+        if isinstance(L, dict):
+            unknown = [k for k in L if k not in names]
+            if unknown:
+                raise ModelSpecificationError(
+                    f"contrast names {unknown} are not fixed effects; choose from {names}")
+            L = [[L.get(n, 0.0) for n in names]]
+        try:
+            return np.atleast_2d(np.asarray(L, dtype=float))
+        except (TypeError, ValueError):
+            raise ModelSpecificationError(
+                f"L must hold numbers (one coefficient per fixed effect: {names}), got {L!r}") from None
 
     def _f_test(self, L: np.ndarray, method: str) -> tuple[float, int, float, float]:
         """F, numerator df, denominator df and p-value of ``L b = 0``."""

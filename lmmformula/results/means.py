@@ -111,9 +111,25 @@ def mean_weights(spec, frame: pd.DataFrame, classify: tuple[str, ...]):
     return levels, L
 
 
+def _classify_names(classify) -> tuple[str, ...]:
+    """``classify`` as a tuple of distinct column names."""
+    names = (classify,) if isinstance(classify, str) else classify
+    try:
+        names = tuple(names)
+    except TypeError:
+        names = None
+    if not names or not all(isinstance(c, str) for c in names):
+        raise ModelSpecificationError(
+            f"classify must be the name of a factor of the fixed part or a list of names, got {classify!r}; "
+            "e.g. fit.predict_means('variety')")
+    if len(set(names)) != len(names):
+        raise ModelSpecificationError(f"classify names a factor twice ({list(names)}); name each factor once")
+    return names
+
+
 def predicted_means(fit, classify, ddf: str) -> PredictedMeans:
     """See :meth:`lmmformula.FitResult.predict_means`."""
-    classify = (classify,) if isinstance(classify, str) else tuple(classify)
+    classify = _classify_names(classify)
     method = fit._ddf_method(ddf)
     spec, kept = fit.fixed_design.spec, fit.fixed_design.kept
     levels, L_full = mean_weights(spec, fit.frame, classify)

@@ -69,7 +69,8 @@ class Prediction:
 
     def _new_design(self, newdata, include_random: bool):
         if not isinstance(newdata, pd.DataFrame):
-            raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+            raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}; pass a DataFrame "
+                            "with the columns the model uses (e.g. pd.DataFrame(newdata))")
         needed = set(self.fixed_design.spec.required_variables)
         if include_random:
             needed |= {v for blk in self.mme.blocks for v in _block_variables(blk)}
