@@ -14,6 +14,7 @@ from .errors import (
     ModelSpecificationError,
     RankDeficiencyWarning,
     UnknownColumnError,
+    UnknownTermError,
 )
 from .formula import parse_formula
 from .model import LMM
@@ -30,6 +31,7 @@ __all__ = [
     "LMMError",
     "FormulaSyntaxError",
     "UnknownColumnError",
+    "UnknownTermError",
     "DataError",
     "ModelSpecificationError",
     "LMMWarning",

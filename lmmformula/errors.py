@@ -12,6 +12,7 @@ __all__ = [
     "LMMError",
     "FormulaSyntaxError",
     "UnknownColumnError",
+    "UnknownTermError",
     "DataError",
     "ModelSpecificationError",
     "LMMWarning",
@@ -54,6 +55,13 @@ class UnknownColumnError(LMMError, KeyError):
     """A column named in the formula is not in the data."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownTermError(LMMError, KeyError):
+    """A term asked of a fit (``fit.covariance("x")``) is not in the model."""
+
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 

@@ -92,11 +92,26 @@ def _position_labels(labels) -> list[float] | None:
         return None
 
 
+def _natural_key(label: str) -> tuple:
+    """``t2`` before ``t10``: digits compare as numbers."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.findall(r"\d+|\D+", label))
+
+
 def _order_warning(where: str, variable: str, labels) -> str | None:
-    values = _position_labels(labels)
-    if values is None or len(values) < 3 or all(np.diff(values) > 0):
+    """Positions taken from a category order that is not the numeric (or natural) order of the labels."""
+    labels = [str(x) for x in labels]
+    if len(labels) < 3:
         return None
-    shown = ", ".join(list(labels)[:4])
+    values = _position_labels(labels)
+    if values is not None:
+        in_order = bool(np.all(np.diff(values) > 0))
+    elif all(re.search(r"\d", x) for x in labels):
+        in_order = labels == sorted(labels, key=_natural_key)
+    else:
+        return None
+    if in_order:
+        return None
+    shown = ", ".join(labels[:4])
     return (f"{where}: the positions of '{variable}' follow its category order ({shown}, ...), which is not "
             f"numeric order; convert '{variable}' to numbers or reorder its categories")
 
@@ -111,8 +126,25 @@ def _term_text(block) -> str:
     return f"({term.expr} {'|' if term.correlated else '||'} {block.name})"
 
 
+def _column_variable(block) -> str:
+    """The variable whose levels are a term's columns: ``n`` of ``ar1(0 + n | s)``."""
+    left = block.structure.args[0].split("|")[0] if block.structure is not None else ""
+    return left.split("+")[-1].strip()
+
+
 def _column_labels(block) -> list[str]:
-    return [m.group(1) if (m := re.search(r"\[(?:T\.)?(.*)\]$", c)) else c for c in block.columns]
+    """Level labels of a term's columns: ``factor(t)10`` or ``n[T.10]`` give ``10``."""
+    prefix = _column_variable(block)
+    out = []
+    for column in block.columns:
+        bracket = re.search(r"\[(?:T\.)?(.*)\]$", column)
+        if bracket:
+            out.append(bracket.group(1))
+        elif prefix and column.startswith(prefix):
+            out.append(column[len(prefix):])
+        else:
+            out.append(column)
+    return out
 
 
 def _random_warnings(design) -> tuple[list[str], list[str]]:
@@ -120,49 +152,118 @@ def _random_warnings(design) -> tuple[list[str], list[str]]:
     residual = design.residual
     n = design.fixed.y.size
     for block in design.random:
-        name = _structure_name(block)
-        occupied = int(np.count_nonzero(np.diff(block.Z.tocsc().indptr)))
-        replicated = n - occupied  # observations beyond the first in each (level, column) cell
-        if residual is None and name in _FREE_DIAGONAL and block.n_columns > 1 and replicated < max(5, n // 10):
-            warnings.append(
-                f"{_term_text(block)}: only {replicated} of the {n} observations repeat a (level, column) cell, "
-                f"so the diagonal of this {name} covariance and the residual variance are barely separable; "
-                f"use a residual structure instead (e.g. '{block.factor.name}:{name}(...)' in place of the "
-                "random term) or a structure with one variance such as ar1(...)")
-        if block.factor.n_levels == n and block.n_columns == 1 and residual is not None and not any(
-                d.kind == "ar1" for d in residual.dimensions):
-            warnings.append(
-                f"{_term_text(block)} has one level per observation (a nugget) next to the residual "
-                f"'{residual.text}', whose own variances absorb it: the two are not separately identifiable; "
-                "drop the nugget or use an ar1 residual")
-        if residual is not None and block.columns == ("(Intercept)",) and block.known is None:
-            message = _shared_intercept_warning(block, residual)
-            if message:
-                warnings.append(message)
+        text = _term_text(block)
+        checks = (_unreplicated_cells(block, residual, n), _nugget(block, residual, n),
+                  _within_group_overlap(block, residual), _aliased_with_fixed(block, design.fixed.X),
+                  _field_without_nugget(block, residual))
+        warnings += [message for message in checks if message]
         if block.structure is not None and block.structure.name in _ORDERED_KINDS + ("ma",):
-            message = _order_warning(_term_text(block), block.structure.name, _column_labels(block))
+            message = _order_warning(text, _column_variable(block), _column_labels(block))
             if message:
                 warnings.append(message)
         if block.grid is not None:
-            warnings += _grid_messages(_term_text(block), block.grid, notes, observed=None)
+            warnings += _grid_messages(text, block.grid, notes, observed=None)
         if block.known is None and block.grid is None and 1 < block.n_levels < FEW_LEVELS:
-            notes.append(f"{_term_text(block)} has only {block.n_levels} levels: its variance is poorly determined "
+            notes.append(f"{text} has only {block.n_levels} levels: its variance is poorly determined "
                          "(consider it a fixed effect)")
     return warnings, notes
 
 
-def _shared_intercept_warning(block, residual) -> str | None:
-    """A random intercept per group next to a residual whose within-group correlation already contains a
-    constant part (cs, us, full Toeplitz) over the same groups: ``sigma_g^2 J`` is confounded with it."""
-    groups = {d.variable for d in residual.dimensions if d.kind == "id"}
-    if block.factor.name not in groups:
+def _grouping_variables(block) -> set[str]:
+    return set(block.factor.name.split(":"))
+
+
+def _residual_groups(residual) -> set[str]:
+    """The variables whose combinations are the independent groups of a residual structure."""
+    return {d.variable for d in residual.dimensions if d.kind == "id"}
+
+
+def _same_or_finer(block, residual) -> bool:
+    """True when every level of the term lies within one group of the residual structure."""
+    groups = _residual_groups(residual)
+    return bool(groups) and _grouping_variables(block) >= groups
+
+
+def _unreplicated_cells(block, residual, n: int) -> str | None:
+    """A term with a free variance per column (us, diag, fa; cs and Toeplitz through ``1 - rho``) whose
+    (level, column) cells hold one observation each: its diagonal is confounded with an independent residual,
+    and a saturated term with any residual structure over the same groups."""
+    name = _structure_name(block)
+    if name not in _FREE_DIAGONAL or block.n_columns < 2:
+        return None
+    replicated = n - int(np.count_nonzero(np.diff(block.Z.tocsc().indptr)))
+    if replicated >= max(5, n // 10):
+        return None
+    if residual is None:
+        return (f"{_term_text(block)}: only {replicated} of the {n} observations share a level and a column "
+                f"with another, so the diagonal of this {name} covariance and the residual variance are barely "
+                f"separable; use a residual structure instead (e.g. '{block.factor.name}:{name}(...)' in place of "
+                "the random term) or a structure with one variance such as ar1(...)")
+    saturated = name in ("us", "diag", "fa") or (name in ("cs", "toep") and any(
+        d.kind in ("cs", "us") for d in residual.dimensions))
+    if saturated and _same_or_finer(block, residual):
+        return (f"{_term_text(block)} models the covariance among the positions within '{block.factor.name}' "
+                f"(one observation each), and the residual '{residual.text}' models the same covariance again: the "
+                "two are not separately identifiable; keep one of them")
+    return None
+
+
+def _nugget(block, residual, n: int) -> str | None:
+    if block.factor.n_levels == n and block.n_columns == 1 and residual is not None and not any(
+            d.kind == "ar1" for d in residual.dimensions):
+        return (f"{_term_text(block)} has one level per observation (a nugget) next to the residual "
+                f"'{residual.text}', whose own variances absorb it: the two are not separately identifiable; "
+                "drop the nugget or use an ar1 residual")
+    return None
+
+
+def _within_group_overlap(block, residual) -> str | None:
+    """A random term within the groups of a residual structure that already contains its covariance: any term
+    next to an unstructured (``us``) residual, or a random intercept next to ``cs`` or a full Toeplitz
+    (``sigma_g^2 J`` is part of both)."""
+    if residual is None or block.known is not None or not _same_or_finer(block, residual):
         return None
     for d in residual.dimensions:
-        if d.kind in ("cs", "us") or (d.kind == "toep" and d.bands >= d.size - 1):
-            return (f"{_term_text(block)} adds a constant covariance within each '{block.factor.name}', which the "
-                    f"residual's {d.kind}({d.variable}) already contains: the two are not separately "
-                    "identifiable; drop the random intercept or use ar1/diag in the residual")
+        intercept_only = block.columns == ("(Intercept)",)
+        if d.kind == "us" or (intercept_only and (d.kind == "cs" or (d.kind == "toep" and d.bands >= d.size - 1))):
+            what = "a constant covariance" if intercept_only else "a covariance"
+            return (f"{_term_text(block)} adds {what} within each '{block.factor.name}', which the residual's "
+                    f"{d.kind}({d.variable}) already contains: the two are not separately identifiable; drop the "
+                    "random term or use ar1/diag in the residual")
     return None
+
+
+ALIAS_CHECK_MAX = 2_000_000  # entries of the dense indicator matrix the check may build
+
+
+def _aliased_with_fixed(block, X: np.ndarray) -> str | None:
+    """A random intercept whose levels the fixed part already separates (e.g. ``factor(g) + (1 | g)``): REML
+    sees no information on its variance."""
+    if block.columns != ("(Intercept)",) or block.known is not None or block.grid is not None:
+        return None
+    n, L = block.Z.shape
+    if n * L > ALIAS_CHECK_MAX or X.shape[1] == 0 or L >= n:
+        return None
+    Q, _ = np.linalg.qr(X)
+    Z = block.Z.toarray()
+    leftover = Z - Q @ (Q.T @ Z)
+    if np.abs(leftover).max() < 1e-8:
+        return (f"the fixed part already separates the levels of '{block.factor.name}' (e.g. "
+                f"factor({block.factor.name}) among the fixed effects), so the variance of {_term_text(block)} is "
+                "not identifiable; remove one of the two")
+    return None
+
+
+def _field_without_nugget(block, residual) -> str | None:
+    """A correlated random field with one observation per cell next to an independent residual: the residual
+    variance runs to zero (README, Limitations)."""
+    if block.grid is None or residual is not None:
+        return None
+    if np.diff(block.Z.tocsc().indptr).max(initial=0) > 1:
+        return None
+    return (f"{_term_text(block)} has at most one observation per cell next to an independent residual: the "
+            "residual variance tends to 0 and the fit may not converge; put the field in the residual instead, "
+            "e.g. '(1 | plot) + ar1(row):ar1(col)'")
 
 
 def _grid_messages(where: str, grid, notes: list[str], observed: int | None) -> list[str]:

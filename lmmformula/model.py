@@ -13,11 +13,11 @@ from .covariance.residual import ResidualStructure
 from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_frame
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
 from .engine.reml import IterationRecord, OptimizerResult
-from .errors import ConvergenceWarning, DataError, ModelSpecificationError
+from .errors import ConvergenceWarning, DataError, LMMWarning, ModelSpecificationError
 from .explain import ModelExplanation, explain_model
 from .formula import ParsedFormula, parse_formula
 from .results import FitResult
-from .results.serialize import data_fingerprint
+from .results.serialize import data_fingerprint, read_record
 
 __all__ = ["LMM"]
 
@@ -230,22 +230,45 @@ class LMM:
         known = tuple(b.known for b in self.design.random if b.known is not None)
         return data_fingerprint(self.design.frame, known)
 
-    def restore(self, record: dict) -> FitResult:
+    def restore(self, record) -> FitResult:
         """The fit stored in a :meth:`FitResult.to_json` record, evaluated at its estimates without iterating.
+
+        Parameters
+        ----------
+        record : dict, str or path
+            What :meth:`FitResult.to_json` wrote.
 
         Raises
         ------
         DataError
             If these data (or known matrices) are not the ones the record was fitted to.
+        ModelSpecificationError
+            If the record is of another formula or another number of parameters.
+
+        Warns
+        -----
+        LMMWarning
+            When the log-likelihood recomputed at the stored estimates is not bit-identical to the stored one
+            (the record was written by other code).
         """
+        record = read_record(record)
+        if record["formula"] != self.formula:
+            raise ModelSpecificationError(
+                f"the stored fit is of {record['formula']!r}, not of this model's {self.formula!r}; build the "
+                "model from the stored formula (FitResult.from_json does)")
         if self.data_sha256 != record["data"]["sha256"]:
             raise DataError(
                 f"these data are not the ones the stored fit used (SHA-256 {self.data_sha256[:12]}... against "
-                f"{record['data']['sha256'][:12]}... recorded); pass the same rows, columns and matrices, or "
-                "call from_json without data to read the stored tables")
+                f"{record['data']['sha256'][:12]}... recorded); pass the same rows in the same order with the same "
+                "columns, dtypes, category orders and matrices, or call from_json without data to read the "
+                "stored tables")
         conv = record["convergence"]
         mme = self._equations(record["method"])
         theta = np.array(record["estimates"]["theta"], dtype=float)
+        if theta.shape != (mme.n_params,):
+            raise ModelSpecificationError(
+                f"the stored fit has {theta.size} covariance parameters but this model has {mme.n_params}; the "
+                "record does not belong to this model")
         history = tuple(IterationRecord(iteration=h["iteration"], algorithm=h["algorithm"],
                                         loglik=np.nan if h["loglik"] is None else h["loglik"],
                                         step=np.nan if h["step"] is None else h["step"], theta=tuple(h["theta"]))
@@ -254,5 +277,12 @@ class LMM:
                               criterion=np.nan if conv["criterion"] is None else conv["criterion"],
                               at_boundary=tuple(conv["at_boundary"]), message=conv["message"],
                               tol=conv["tol"])
-        return self._result(mme, mme.evaluate(theta), opt, record["method"], record["algorithm"],
-                            dict(record["options"]))
+        ev = mme.evaluate(theta)
+        stored = record["estimates"]["loglik"]
+        if stored is not None and -0.5 * ev.deviance != stored:
+            warnings.warn(
+                f"the log-likelihood recomputed at the stored estimates ({-0.5 * ev.deviance!r}) differs from the "
+                f"stored one ({stored!r}): this code is not the code that wrote the record (source SHA-256 "
+                f"{record['versions'].get('lmmformula source sha256', '?')[:12]}... there); refit for "
+                "this version's estimates", LMMWarning, stacklevel=3)
+        return self._result(mme, ev, opt, record["method"], record["algorithm"], dict(record["options"]))

@@ -96,3 +96,38 @@ def test_sparse_fill_is_reported_for_a_large_block():
     data = pd.DataFrame({"y": rng.normal(size=n), "a": rng.integers(0, 500, n), "b": rng.integers(0, 40, n)})
     text = lmf.LMM.from_formula("y ~ 1 + (1 | a) + (1 | b)", data).explain(show=False).text
     assert "random block of order 540" in text and "sparse factor has" in text
+
+
+@pytest.mark.parametrize("formula, expected", [
+    ("distance ~ age + (age | Subject) + Subject:us(age)", "already contains"),
+    ("distance ~ age + (0 + age | Subject) + Subject:us(age)", "already contains"),
+    ("distance ~ age + (1 | Sex:Subject) + Sex:Subject:cs(age)", "already contains"),
+    ("distance ~ age + (0 + factor(age) | Subject) + Subject:ar1(age)", "models the same covariance again"),
+    ("distance ~ age + (0 + factor(age) | Subject) + Subject:diag(age)", "models the same covariance again"),
+    ("distance ~ age + cs(0 + factor(age) | Subject) + Subject:cs(age)", "models the same covariance again"),
+])
+def test_random_terms_that_duplicate_a_residual_structure(formula, expected):
+    warnings = lmf.LMM.from_formula(formula, load_data("Orthodont.csv")).explain(show=False).warnings
+    assert len(warnings) == 1 and expected in warnings[0]
+
+
+def test_grouping_separated_by_the_fixed_part():
+    data = load_data("sleepstudy.csv")
+    warnings = lmf.LMM.from_formula("Reaction ~ factor(Subject) + (1 | Subject)", data).explain(show=False).warnings
+    assert len(warnings) == 1 and "already separates the levels of 'Subject'" in warnings[0]
+
+
+def test_field_without_nugget():
+    warnings = lmf.LMM.from_formula("yield ~ gen + (1 | ar1(row):ar1(col))", load("slatehall")).explain(
+        show=False).warnings
+    assert len(warnings) == 1 and "residual variance tends to 0" in warnings[0]
+
+
+@pytest.mark.parametrize("formula, where", [("distance ~ age + Subject:ar1(t)", "residual"),
+                                            ("distance ~ age + (1 | Subject) + (1 | Subject:ar1(t))", "(1 | Subject:ar1(t))"),
+                                            ("distance ~ age + ar1(0 + t | Subject)", "ar1(0 + t | Subject)")])
+def test_text_labels_in_alphabetical_order_are_flagged(formula, where):
+    data = load_data("Orthodont.csv")
+    data["t"] = pd.Categorical([f"t{a}" for a in data["age"].astype(int)], ordered=True)  # t10, t12, t14, t8
+    warnings = lmf.LMM.from_formula(formula, data).explain(show=False).warnings
+    assert any(w.startswith(where) and "category order (t10, t12, t14, t8" in w and "'t'" in w for w in warnings)

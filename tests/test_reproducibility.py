@@ -109,3 +109,48 @@ def test_identical_input_gives_bit_identical_estimates():
 def test_bad_records_are_refused(source, match):
     with pytest.raises(lmf.DataError, match=match):
         lmf.FitResult.from_json(source)
+
+
+def test_category_order_is_part_of_the_fingerprint():
+    data = load_data("Orthodont.csv")
+    a = data.assign(a=pd.Categorical(data["age"].astype(int).astype(str), ["8", "10", "12", "14"], ordered=True))
+    b = data.assign(a=pd.Categorical(data["age"].astype(int).astype(str), ["8", "12", "10", "14"], ordered=True))
+    formula = "distance ~ age + Subject:ar1(a)"
+    assert lmf.LMM.from_formula(formula, a).data_sha256 != lmf.LMM.from_formula(formula, b).data_sha256
+    fit = lmf.LMM.from_formula(formula, a).fit()
+    with pytest.raises(lmf.DataError, match="category orders"):
+        lmf.FitResult.from_json(fit.to_json(), data=b)
+
+
+def test_text_columns_hash_alike_whatever_pandas_calls_them():
+    data = load_data("sleepstudy.csv")
+    as_object = data.assign(Subject=data["Subject"].astype(str).astype(object))
+    as_string = data.assign(Subject=data["Subject"].astype(str).astype("string"))
+    formula = "Reaction ~ Days + (1 | Subject)"
+    assert lmf.LMM.from_formula(formula, as_object).data_sha256 == lmf.LMM.from_formula(formula, as_string).data_sha256
+
+
+def test_a_record_of_another_model_is_refused():
+    data = load_data("sleepstudy.csv")
+    fit = lmf.LMM.from_formula("Reaction ~ Days + (1 | Subject)", data).fit()
+    other = lmf.LMM.from_formula("Reaction ~ Days + (0 + Days | Subject)", data)
+    with pytest.raises(lmf.ModelSpecificationError, match="stored fit is of"):
+        other.restore(fit.to_json())
+
+
+def test_a_record_written_by_other_code_warns():
+    data = load_data("sleepstudy.csv")
+    fit = lmf.LMM.from_formula("Reaction ~ Days + (1 | Subject)", data).fit()
+    record = json.loads(fit.to_json())
+    record["estimates"]["loglik"] += 1e-9  # as if the code that wrote it had rounded differently
+    with pytest.warns(lmf.LMMWarning, match="not the code that wrote the record"):
+        lmf.FitResult.from_json(record, data=data)
+    assert len(record["versions"]["lmmformula source sha256"]) == 64
+
+
+def test_sources_other_than_text_or_path():
+    fit = lmf.LMM.from_formula("Reaction ~ Days + (1 | Subject)", load_data("sleepstudy.csv")).fit()
+    text = fit.to_json()
+    assert lmf.FitResult.from_json(text.encode()).loglik == fit.loglik
+    with pytest.raises(lmf.DataError, match="neither JSON text nor an existing file"):
+        lmf.FitResult.from_json("x" * 5000)

@@ -16,9 +16,12 @@ serpentine          330    wheat, 108 varieties, 3 reps, 22 rows x 15 cols
 cullis_earlygen     670    unreplicated early-generation wheat, 532 lines + checks, 67 x 10
 besag_met           1188   corn multi-environment trial, 64 varieties, 6 counties
 growth              328    simulated repeated measures: 60 subjects, treatments A/B, weeks
-                           0, 2, 4, 6, 8, 12 (8% of visits missed); true model
+                           0, 2, 4, 6, 8, 12 (each visit after week 0 missed with
+                           probability 0.08: 32 of 360); true model
                            ``y ~ treatment * week + (week | subject) + subject:ar1(week)``
-                           with AR1 correlation 0.5 per 2 weeks, residual SD 1.5
+                           with intercept 20, slopes 0.5 (A) and 0.8 (B) per week,
+                           var(intercept) 4, var(week) 0.09, cov 0.3, AR1 correlation 0.5
+                           per 2 weeks, residual SD 1.5
 animal              1200   simulated pedigree and records: ``animal, sire, dam`` (``0`` =
                            unknown; 200 founders without records), ``herd`` (10), ``sex``,
                            ``weight``; additive variance 0.4, residual 0.6, for

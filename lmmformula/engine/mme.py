@@ -228,7 +228,7 @@ class MixedModelEquations(ScoreMixin):
         return [t0 + u for u in self.covariances[k].below_diagonal(i - t0)]
 
     def cvv(self, theta: np.ndarray, lam: sp.csc_matrix | None = None) -> sp.csc_matrix:
-        """``Lam'Z'WZ Lam + I`` on its fixed pattern."""
+        """``Lam'Z'WZ Lam + K~^-1`` on its fixed pattern (``K~^-1 = I`` unless a grouping is known or structured)."""
         lam = self.lam(theta) if lam is None else lam
         if self._cvv_map is None:
             M = lam.T @ self.products(theta).ZtWZ @ lam + self.level_state(theta).kinv

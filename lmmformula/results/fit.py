@@ -16,7 +16,7 @@ import scipy.stats
 
 from ..engine import MixedModelEquations, OptimizerResult, variance_information
 from ..engine.mme import Evaluation
-from ..errors import ModelSpecificationError
+from ..errors import ModelSpecificationError, UnknownTermError
 from ..inference import contrast_df, satterthwaite_state
 from .fixed_tests import FixedEffectTests
 from .prediction import Prediction
@@ -195,7 +195,7 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
                     labels = [f"{a}:{d.variable}={b}".lstrip(":") for a in labels for b in d.labels]
             labels = labels if labels != [""] else ["residual"]
             return pd.DataFrame(self.sigma2 * C, index=labels, columns=labels)
-        raise ModelSpecificationError(f"no term {term!r}; use one of {', '.join(map(repr, names + ['residual']))}")
+        raise UnknownTermError(f"no term {term!r}; use one of {', '.join(map(repr, names + ['residual']))}")
 
     def correlation(self, term: str) -> pd.DataFrame:
         """Correlation matrix of :meth:`covariance` (NaN where a variance is 0)."""

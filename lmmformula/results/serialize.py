@@ -25,7 +25,8 @@ import pandas as pd
 
 from ..errors import DataError
 
-__all__ = ["FORMAT", "StoredFit", "data_fingerprint", "fit_record", "read_record", "package_versions"]
+__all__ = ["FORMAT", "StoredFit", "data_fingerprint", "fit_record", "read_record", "package_versions",
+           "source_fingerprint"]
 
 FORMAT = "lmmformula.fit/1"
 _PACKAGES = ("lmmformula", "numpy", "scipy", "pandas", "formulaic", "qdldl", "numba")
@@ -39,20 +40,43 @@ def package_versions() -> dict[str, str]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
+    out["lmmformula source sha256"] = source_fingerprint()
     return out
 
 
+def _dtype_tag(column: pd.Series) -> str:
+    """The dtype as it matters for the model: text is text whatever pandas calls it (object, str, string);
+    a Categorical's categories and their order set reference levels and positions."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return f"category{list(map(str, dtype.categories))}ordered={dtype.ordered}"
+    if pd.api.types.is_string_dtype(dtype) or dtype == object:
+        return "text"
+    return str(dtype)
+
+
 def data_fingerprint(frame: pd.DataFrame, known: tuple = ()) -> str:
-    """SHA-256 of the rows a model is fitted to (column names, dtypes, values in row order) and of the
-    labels and values of its known matrices."""
+    """SHA-256 of the rows a model is fitted to (column names, dtypes with any category order, values in row
+    order) and of the labels and values of its known matrices."""
     h = hashlib.sha256()
-    for name, dtype in zip(frame.columns, frame.dtypes):
-        h.update(f"{name}\x1f{dtype}\x1e".encode())
+    for name in frame.columns:
+        h.update(f"{name}\x1f{_dtype_tag(frame[name])}\x1e".encode())
     h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     for matrix in known:
         h.update("\x1d".join(matrix.labels).encode())
         for part in (matrix.precision.indptr, matrix.precision.indices, matrix.precision.data):
             h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()
+
+
+def source_fingerprint() -> str:
+    """SHA-256 of lmmformula's own source files: two records with the same version number but different code
+    are told apart by it."""
+    h = hashlib.sha256()
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
@@ -100,7 +124,8 @@ def fit_record(fit) -> dict:
         "data": {"sha256": fit.data_sha256, "n_obs": fit.n_obs, "n_dropped": fit.n_dropped},
         "estimates": {
             "theta": [float(t) for t in fit.theta],
-            "loglik": fit.loglik, "aic": fit.aic, "bic": fit.bic, "sigma2": fit.sigma2,
+            "loglik": _clean(fit.loglik), "aic": _clean(fit.aic), "bic": _clean(fit.bic),
+            "sigma2": _clean(fit.sigma2),
             "fixed_effects": _table_out(fit.fixed_effects),
             "variance_components": _table_out(fit.variance_components),
             "random_effects": {term: _table_out(table) for term, table in fit.random_effects.items()},
@@ -128,11 +153,20 @@ def read_record(source) -> dict:
     if isinstance(source, dict):
         record = source
     else:
+        if hasattr(source, "read"):  # an open file
+            source = source.read()
+        if isinstance(source, (bytes, bytearray)):
+            source = bytes(source).decode("utf-8", errors="replace")
         text = str(source)
         if not text.lstrip().startswith("{"):
             path = pathlib.Path(text)
-            if not path.is_file():
-                raise DataError(f"from_json: {text!r} is neither JSON text nor an existing file; pass the "
+            try:
+                is_file = path.is_file()
+            except OSError:  # e.g. a name too long to be a path
+                is_file = False
+            if not is_file:
+                shown = text if len(text) <= 80 else text[:77] + "..."
+                raise DataError(f"from_json: {shown!r} is neither JSON text nor an existing file; pass the "
                                 "text written by fit.to_json() or the path it was saved to")
             text = path.read_text(encoding="utf-8")
         try:
