@@ -266,6 +266,21 @@ def _field_without_nugget(block, residual) -> str | None:
             "e.g. '(1 | plot) + ar1(row):ar1(col)'")
 
 
+def _too_few_groups(residual) -> list[str]:
+    """An unstructured residual dimension of size m needs more than m independent groups: with m or fewer, the
+    sample covariance is singular and the likelihood grows without bound as the estimate approaches it."""
+    out = []
+    grid_position = np.column_stack([d.positions for d in residual.dimensions])
+    group_dims = [i for i, d in enumerate(residual.dimensions) if d.kind == "id"]
+    n_groups = len({tuple(row) for row in grid_position[:, group_dims]}) if group_dims else 1
+    for d in residual.dimensions:
+        if d.kind == "us" and n_groups <= d.size:
+            out.append(f"residual: us({d.variable}) has {d.size} positions but only {n_groups} independent "
+                       f"group(s): its {d.size} x {d.size} covariance cannot be estimated (the likelihood has no "
+                       f"maximum); use a structure with fewer parameters (ar1, cs, toep, diag) or more groups")
+    return out
+
+
 def _grid_messages(where: str, grid, notes: list[str], observed: int | None) -> list[str]:
     warnings = []
     for d in grid.dimensions:
@@ -349,6 +364,7 @@ def explain_model(formula: str, design, covariances, mme, theta0: np.ndarray, fa
     warnings, notes = _random_warnings(design)
     if residual is not None:
         warnings += _grid_messages("residual", residual, notes, observed=fixed.y.size)
+        warnings += _too_few_groups(residual)
     notes += _scale_note(design)
     for title, items in (("Warnings", warnings), ("Notes", notes)):
         if items:

@@ -131,3 +131,11 @@ def test_text_labels_in_alphabetical_order_are_flagged(formula, where):
     data["t"] = pd.Categorical([f"t{a}" for a in data["age"].astype(int)], ordered=True)  # t10, t12, t14, t8
     warnings = lmf.LMM.from_formula(formula, data).explain(show=False).warnings
     assert any(w.startswith(where) and "category order (t10, t12, t14, t8" in w and "'t'" in w for w in warnings)
+
+
+def test_unstructured_residual_with_too_few_groups():
+    data = load_data("Orthodont.csv")
+    few = data[data["Subject"].isin(data["Subject"].unique()[:4])]
+    warnings = lmf.LMM.from_formula("distance ~ age + Subject:us(age)", few).explain(show=False).warnings
+    assert len(warnings) == 1 and "4 positions but only 4 independent group(s)" in warnings[0]
+    assert lmf.LMM.from_formula("distance ~ age + Subject:us(age)", data).explain(show=False).warnings == ()
