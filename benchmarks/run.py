@@ -215,6 +215,19 @@ def time_lme4(data, formula, repeats):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def r_blas() -> str | None:
+    """The BLAS library R runs with: lme4's times depend on it (Debian's default reference BLAS is ~4x slower
+    than OpenBLAS on InstEval)."""
+    if shutil.which("Rscript") is None:
+        return None
+    try:
+        out = subprocess.run(["Rscript", "-e", 'cat(extSoftVersion()[["BLAS"]])'], capture_output=True, text=True,
+                             timeout=60, check=True)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return out.stdout.strip() or None
+
+
 def time_statsmodels(data, spec, repeats):
     if spec is None:
         return None
@@ -270,6 +283,8 @@ def main(argv=None) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
         print(table.to_string(index=False))
     print(f"peak RSS of this process: {peak:.0f} MB")
+    if not args.quick and table["lme4_s"].notna().any():
+        print(f"R's BLAS (lme4's times depend on it): {r_blas()}")
     if failed:
         print("FAILED: a log-likelihood differs from lme4's by more than 1e-3")
     return 1 if failed else 0
