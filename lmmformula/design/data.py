@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,9 +44,15 @@ def formulaic_message(exc: Exception) -> str:
     return text.split("\n\n")[0].replace("insuffient", "insufficient")
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_variables(text: str) -> frozenset[str]:
+    """The data columns formulaic reads for ``text`` (parsing costs milliseconds; formulas repeat)."""
+    return frozenset(Formula(to_formulaic(text)).required_variables)
+
+
 def _formula_variables(text: str, formula: str) -> set[str]:
     try:
-        return set(Formula(to_formulaic(text)).required_variables)
+        return set(_parsed_variables(text))
     except Exception as exc:
         raise FormulaSyntaxError(
             f"formulaic cannot read '{text}' ({formulaic_message(exc)}); check for a missing operator, an empty "

@@ -132,8 +132,9 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
     _check_magnitude(y, f"the response '{response}'")
     X = np.asarray(rhs, dtype=float)
     _check_single_levels(rhs.model_spec, fixed)
-    for j, name in enumerate(rhs.model_spec.column_names):
-        _check_magnitude(X[:, j], f"the fixed-effect column '{r_style_name(str(name))}'")
+    if X.size and float(np.abs(X).max()) > _SCALE_LIMIT:  # name the first offending column
+        j = int(np.argmax(np.abs(X).max(axis=0) > _SCALE_LIMIT))
+        _check_magnitude(X[:, j], f"the fixed-effect column '{r_style_name(str(rhs.model_spec.column_names[j]))}'")
     full_names = [str(c) for c in rhs.model_spec.column_names]
     kept = _independent_columns(X)
     full_names = [_restore_r_calls(c, fixed) for c in full_names]

@@ -286,7 +286,7 @@ class MixedModelEquations(ScoreMixin):
             B = fac.solve(CvB) if self.p else np.zeros((self.q, 0))
         else:
             CvB, rhs_v, cv, B = np.zeros((0, self.p)), np.zeros(0), np.zeros(0), np.zeros((0, self.p))
-        schur = prod.XtWX - CvB.T @ B
+        schur = prod.XtWX - CvB.T @ B if self.q else prod.XtWX
         if self.p:
             chol = scipy.linalg.cholesky(schur, lower=True)
             beta = scipy.linalg.cho_solve((chol, True), prod.XtWy - B.T @ rhs_v)
@@ -329,7 +329,8 @@ class MixedModelEquations(ScoreMixin):
         if self.q == 0:  # GLS: P~ q = W (q - X b_q)
             if not (self.reml and self.p):
                 return WQ
-            return WQ - prod.weight(self.X @ scipy.linalg.cho_solve((ev.schur_chol, True), self.X.T @ WQ))
+            X = self.cross.sparse_X if self.cross.sparse_X is not None else self.X  # indicator columns: sparse
+            return WQ - prod.weight(X @ scipy.linalg.cho_solve((ev.schur_chol, True), np.asarray(X.T @ WQ)))
         lam = self.lam(ev.theta)
         rv = lam.T @ (self.Z.T @ WQ)
         cv = self.factor_at(ev.theta).solve(rv)
