@@ -94,7 +94,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="OUT", help="write the fit as JSON (FitResult.to_json) to OUT")
+    p.add_argument("--json", metavar="OUT", help="write the fit as JSON (FitResult.to_json) to OUT ('-': standard output)")
     p.add_argument("--html", metavar="OUT", help="write the summary as a standalone HTML page to OUT")
     p.add_argument("--plots", metavar="DIR", help="save diagnostic plots (PNG) in DIR; needs lmmformula[plot]")
     p.add_argument("--quiet", action="store_true", help="print nothing on stdout")
@@ -166,7 +166,9 @@ def html_page(fit) -> str:
 def write_outputs(fit, args) -> None:
     """The ``--json``, ``--html`` and ``--plots`` outputs."""
     try:
-        if args.json:
+        if args.json == "-":
+            sys.stdout.write(fit.to_json() + "\n")
+        elif args.json:
             fit.to_json(args.json)
         if args.html:
             pathlib.Path(args.html).write_text(html_page(fit), encoding="utf-8")

@@ -195,9 +195,10 @@ def _unreplicated_cells(block, residual, n: int) -> str | None:
     if replicated >= max(5, n // 10):
         return None
     if residual is None:
+        degree = "not separable" if replicated == 0 else "barely separable"
         return (f"{_term_text(block)}: only {replicated} of the {n} observations share a level and a column "
-                f"with another, so the diagonal of this {name} covariance and the residual variance are barely "
-                f"separable; use a residual structure instead (e.g. '{block.factor.name}:{name}(...)' in place of "
+                f"with another, so the diagonal of this {name} covariance and the residual variance are {degree}; "
+                f"use a residual structure instead (e.g. '{block.factor.name}:{name}(...)' in place of "
                 "the random term) or a structure with one variance such as ar1(...)")
     saturated = name in ("us", "diag", "fa") or (name in ("cs", "toep") and any(
         d.kind in ("cs", "us") for d in residual.dimensions))
@@ -308,6 +309,97 @@ def _scale_note(design) -> list[str]:
     return []
 
 
+def design_warnings(design) -> tuple[list[str], list[str]]:
+    """The warnings and notes of :func:`explain_model` that need no factorization (``LMM.fit`` repeats the
+    warnings as :class:`~lmmformula.LMMWarning`)."""
+    warnings, notes = _random_warnings(design)
+    warnings += _same_partitions(design.random) + _intercept_inside(design.random)
+    warnings += _duplicate_field(design.random, design.residual) + _too_many_factors(design.random)
+    if design.residual is not None:
+        warnings += _grid_messages("residual", design.residual, notes, observed=design.fixed.y.size)
+        warnings += _too_few_groups(design.residual)
+    return warnings, notes
+
+
+def _column_supports(block) -> list[bytes] | None:
+    """The rows of each column of an indicator design (all stored values 1), else None."""
+    Z = block.Z.tocsc(copy=True)
+    Z.eliminate_zeros()
+    if block.known is not None or block.grid is not None or not np.all(Z.data == 1.0):
+        return None
+    return [Z.indices[Z.indptr[j]:Z.indptr[j + 1]].tobytes() for j in range(Z.shape[1])]
+
+
+def _same_partitions(blocks) -> list[str]:
+    """Two indicator terms where every column of one is a column of the other (``(1 | subject) +
+    (1 | treatment:subject)`` with subjects nested in treatments, or ``(1 | gen:env) + diag(0 + env | gen)``):
+    the same effects counted twice."""
+    out = []
+    supports = [_column_supports(b) for b in blocks]
+    for i, a in enumerate(blocks):
+        for j, b in enumerate(blocks):
+            if i >= j or supports[i] is None or supports[j] is None:
+                continue
+            sa, sb = set(supports[i]), set(supports[j])
+            if sa <= sb or sb <= sa:
+                out.append(f"{_term_text(a)} and {_term_text(b)} give the same effects (every column of one design is "
+                           "a column of the other, e.g. the same grouping under two names): their variances are not "
+                           "separately identifiable; keep one")
+    return out
+
+
+_ABSORBS_INTERCEPT = ("us", "cs", "toep", "fa")
+
+
+def _intercept_inside(blocks) -> list[str]:
+    """A random intercept next to a term on the same grouping whose columns add up to it and whose covariance
+    (unstructured, compound symmetry, Toeplitz, factor analytic) already has a constant part: ``(1 | gen) +
+    us(0 + env | gen)``."""
+    out = []
+    for a in blocks:
+        if a.columns != ("(Intercept)",) or a.known is not None or a.grid is not None:
+            continue
+        for b in blocks:
+            if b is a or b.n_columns < 2 or _structure_name(b) not in _ABSORBS_INTERCEPT:
+                continue
+            same = len(np.unique(np.column_stack([a.factor.codes, b.factor.codes]), axis=0)) == a.n_levels
+            if not same or a.n_levels != b.n_levels:
+                continue
+            ones = np.ones(b.X.shape[0])
+            coef = np.linalg.lstsq(b.X, ones, rcond=None)[0]
+            if np.abs(b.X @ coef - ones).max() < 1e-8:
+                out.append(f"{_term_text(a)} adds a constant covariance within each '{a.factor.name}', which the "
+                           f"{_structure_name(b)} covariance of {_term_text(b)} already contains: the two are not "
+                           "separately identifiable; drop the random intercept (or use diag(...) for the other)")
+    return out
+
+
+def _duplicate_field(blocks, residual) -> list[str]:
+    """The same correlated grid as a random field and as the residual, with no nugget to tell them apart."""
+    if residual is None:
+        return []
+    mine = sorted((d.variable, d.kind) for d in residual.dimensions)
+    return [f"{_term_text(b)} is the residual's {residual.text} again: the field and the residual have the same "
+            "correlation and their variances are not separately identifiable; keep one, or add a nugget "
+            "(1 | plot) and drop the other"
+            for b in blocks if b.grid is not None and sorted((d.variable, d.kind) for d in b.grid.dimensions) == mine]
+
+
+def _too_many_factors(blocks) -> list[str]:
+    """A factor-analytic term with more parameters than its covariance matrix has entries (Ledermann bound)."""
+    out = []
+    for b in blocks:
+        if _structure_name(b) != "fa":
+            continue
+        m, k = b.n_columns, int(b.structure.args[1])
+        free = m * k - k * (k - 1) // 2 + m
+        if free > m * (m + 1) // 2:
+            out.append(f"{_term_text(b)} has {free} parameters for a {m} x {m} covariance ({m * (m + 1) // 2} "
+                       f"entries): the loadings are not identifiable; use fewer factors (at most those with "
+                       f"m*k - k(k-1)/2 + m <= m(m+1)/2) or us(...)")
+    return out
+
+
 def explain_model(formula: str, design, covariances, mme, theta0: np.ndarray, factor) -> ModelExplanation:
     """The description of a built model (see the module docstring).
 
@@ -361,10 +453,7 @@ def explain_model(formula: str, design, covariances, mme, theta0: np.ndarray, fa
                      f"({100.0 * nnz_c / q ** 2:.2f}% full){fill}; {mme.p} fixed effects absorbed")
     else:
         lines.append(f"Mixed model equations: no random effects; {mme.p} fixed effects (generalised least squares)")
-    warnings, notes = _random_warnings(design)
-    if residual is not None:
-        warnings += _grid_messages("residual", residual, notes, observed=fixed.y.size)
-        warnings += _too_few_groups(residual)
+    warnings, notes = design_warnings(design)
     notes += _scale_note(design)
     for title, items in (("Warnings", warnings), ("Notes", notes)):
         if items:

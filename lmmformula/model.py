@@ -14,7 +14,7 @@ from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_f
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
 from .engine.reml import IterationRecord, OptimizerResult
 from .errors import ConvergenceWarning, DataError, LMMWarning, ModelSpecificationError
-from .explain import ModelExplanation, explain_model
+from .explain import ModelExplanation, design_warnings, explain_model
 from .formula import ParsedFormula, parse_formula
 from .results import FitResult
 from .results.serialize import data_fingerprint, read_record
@@ -45,6 +45,32 @@ def _refuse_weights_and_offset(weights, offset) -> None:
             "offsets are not supported; subtract the offset from the response instead, e.g. 'I(y - o) ~ ...'")
 
 
+_KEYWORD_HINTS = {
+    "REML": "write fit(method='ML') or fit(method='REML') (lme4's REML=FALSE is method='ML')",
+    "reml": "write fit(method='ML') or fit(method='REML')",
+    "random": "random terms go in the formula: 'y ~ x + (1 | g)' (nlme's random = ~1|g)",
+    "correlation": "residual correlations go in the formula: 'y ~ x + g:ar1(t)' (nlme's corAR1(form = ~t|g))",
+    "groups": "groupings go in the formula: 'y ~ x + (1 | g)' (statsmodels' groups='g')",
+    "re_formula": "random slopes go in the formula: 'y ~ x + (1 + x | g)' (statsmodels' re_formula='~x')",
+    "vc_formula": "variance components go in the formula: 'y ~ x + (1 | g) + (1 | g:h)'",
+    "residual": "the residual structure is a summand of the formula: 'y ~ x + ar1(row):ar1(col)' (ASReml's residual=)",
+    "rcov": "the residual structure is a summand of the formula: 'y ~ x + ar1(row):ar1(col)' (ASReml's rcov=)",
+    "subset": "select the rows of the DataFrame before building the model: data[data.x > 0]",
+    "na_action": "rows with a missing value in a used column are dropped (lme4's na.omit); drop or impute others first",
+}
+
+
+def _refuse_keywords(other: dict, where: str) -> None:
+    """Keywords of lme4, nlme, statsmodels or ASReml: say where that option lives here."""
+    if not other:
+        return
+    name = next(iter(other))
+    hint = _KEYWORD_HINTS.get(name, "")
+    raise ModelSpecificationError(
+        f"{where}() has no option {name!r}" + (f"; {hint}" if hint else
+                                               "; see help(lmmformula.LMM) for the options"))
+
+
 class LMM:
     """A linear mixed model specified by an lme4-style formula.
 
@@ -67,8 +93,9 @@ class LMM:
     >>> fit = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", data).fit()  # doctest: +SKIP
     """
 
-    def __init__(self, formula: str, data, *, matrices: dict | None = None, weights=None, offset=None):
+    def __init__(self, formula: str, data, *, matrices: dict | None = None, weights=None, offset=None, **other):
         _refuse_weights_and_offset(weights, offset)
+        _refuse_keywords(other, "LMM.from_formula")
         parsed = parse_formula(formula)
         if not parsed.random and parsed.residual is None:
             raise ModelSpecificationError(
@@ -100,7 +127,7 @@ class LMM:
 
     def fit(self, method: str = "REML", *, algorithm: str = "AI", verbose: bool = False,
             max_iter: int | None = None, tol: float = 1e-8, start: np.ndarray | None = None,
-            weights=None) -> FitResult:
+            weights=None, **other) -> FitResult:
         """Estimate the model.
 
         Parameters
@@ -123,12 +150,15 @@ class LMM:
         FitResult
         """
         _refuse_weights_and_offset(weights, None)
+        _refuse_keywords(other, "fit")
         method = str(method).upper()
         if method not in ("REML", "ML"):
             raise ModelSpecificationError(f"method must be 'REML' or 'ML', got {method!r}")
         algorithm = str(algorithm).upper()
         if algorithm not in ("AI", "EM"):
             raise ModelSpecificationError(f"algorithm must be 'AI' or 'EM', got {algorithm!r}")
+        for message in design_warnings(self.design)[0]:
+            warnings.warn(f"{message} (LMM.explain() describes the model)", LMMWarning, stacklevel=2)
         mme = self._equations(method)
         theta0 = self._initial_theta(mme)
         if start is not None:
@@ -259,9 +289,9 @@ class LMM:
         if self.data_sha256 != record["data"]["sha256"]:
             raise DataError(
                 f"these data are not the ones the stored fit used (SHA-256 {self.data_sha256[:12]}... against "
-                f"{record['data']['sha256'][:12]}... recorded); pass the same rows in the same order with the same "
-                "columns, dtypes, category orders and matrices, or call from_json without data to read the "
-                "stored tables")
+                f"{record['data']['sha256'][:12]}... recorded); pass the same rows in the same order, with the same "
+                "values, dtypes and category orders in the columns the model uses, and the same matrices, or call "
+                "from_json without data to read the stored tables")
         conv = record["convergence"]
         mme = self._equations(record["method"])
         theta = np.array(record["estimates"]["theta"], dtype=float)

@@ -598,3 +598,34 @@ def test_weights_offsets_and_boolean_options_are_refused(df, where, kwargs, matc
         else:
             lmf.LMM.from_formula("y ~ x + (1 | g)", df).fit(**kwargs)
     pd.testing.assert_frame_equal(df, before)
+
+
+@pytest.mark.parametrize("formula, extra, error, message", [
+    ("y ~ x + (1 | g) + exp(x + 0 | g)", {}, lmf.FormulaSyntaxError, "'\\|' inside 'exp\\(...\\)' in the fixed part.*ar1"),
+    ("y ~ x + I(row | col) + (1 | g)", {}, lmf.FormulaSyntaxError, "'\\|' inside 'I\\(...\\)' in the fixed part"),
+    ("y ~ x + (1 | g) + g:AR1(row)", {}, lmf.UnknownColumnError, "lower case: write ar1"),
+    ("y ~ x + (1 | g) + g:idh(row)", {}, lmf.UnknownColumnError, "another package's structure; write diag"),
+    ("y ~ x + (1 | g) + g:ar1(tt)", {"tt": pd.Categorical(np.tile(["t1", "t2", "t3", "t4", "t5"], 8))},
+     lmf.DataError, "unordered Categorical.*as_ordered"),
+    ("y ~ x + ar1(0 + tt | g)", {"tt": pd.Categorical(np.tile(["t1", "t2", "t3", "t4", "t5"], 8))},
+     lmf.DataError, "unordered Categorical.*as_ordered"),
+], ids=["bar inside a fixed-part call", "bar inside I()", "upper-case structure", "ASReml structure name",
+        "unordered Categorical as residual positions", "unordered Categorical as G-side positions"])
+def test_foreign_syntax(df, formula, extra, error, message):
+    data = df.assign(**extra)
+    before = data.copy(deep=True)
+    with pytest.raises(error, match=message):
+        lmf.LMM.from_formula(formula, data).fit()
+    pd.testing.assert_frame_equal(data, before)
+
+
+@pytest.mark.parametrize("where, keyword, message", [
+    ("fit", {"REML": False}, "method='ML'"), ("model", {"random": "~1|g"}, "random terms go in the formula"),
+    ("model", {"groups": "g"}, "groupings go in the formula"), ("model", {"foo": 1}, "no option 'foo'"),
+])
+def test_keywords_of_other_packages(df, where, keyword, message):
+    with pytest.raises(lmf.ModelSpecificationError, match=message):
+        if where == "model":
+            lmf.LMM.from_formula("y ~ x + (1 | g)", df, **keyword)
+        else:
+            lmf.LMM.from_formula("y ~ x + (1 | g)", df).fit(**keyword)

@@ -139,3 +139,39 @@ def test_unstructured_residual_with_too_few_groups():
     warnings = lmf.LMM.from_formula("distance ~ age + Subject:us(age)", few).explain(show=False).warnings
     assert len(warnings) == 1 and "4 positions but only 4 independent group(s)" in warnings[0]
     assert lmf.LMM.from_formula("distance ~ age + Subject:us(age)", data).explain(show=False).warnings == ()
+
+
+def _met(seed=1, n_gen=30, envs=("E1", "E2", "E3", "E4")):
+    rng = np.random.default_rng(seed)
+    data = pd.DataFrame({"gen": np.repeat([f"g{i}" for i in range(n_gen)], 2 * len(envs)),
+                         "env": np.tile(np.repeat(list(envs), 2), n_gen)})
+    data["y"] = rng.normal(size=len(data))
+    return data
+
+
+@pytest.mark.parametrize("formula, expected", [
+    ("y ~ env + (1 | gen) + us(0 + env | gen)", "already contains"),
+    ("y ~ env + (1 | gen) + (1 | gen:env) + diag(0 + env | gen)", "give the same effects"),
+    ("y ~ env + fa(0 + env | gen, 2)", "11 parameters for a 4 x 4 covariance"),
+    ("y ~ env + (1 | gen) + (1 | gen:env)", None),
+    ("y ~ env + (1 | gen) + diag(0 + env | gen)", None),
+    ("y ~ env + fa(0 + env | gen, 1)", None),
+])
+def test_multi_environment_terms(formula, expected):
+    warnings = lmf.LMM.from_formula(formula, _met()).explain(show=False).warnings
+    assert (warnings == ()) if expected is None else (len(warnings) == 1 and expected in warnings[0])
+
+
+def test_same_grouping_under_two_names_warns_at_fit():
+    growth = load("growth")
+    data = growth.assign(subj2="s" + growth["subject"])
+    with pytest.warns(lmf.LMMWarning, match="give the same effects"):
+        lmf.LMM.from_formula("y ~ week + (1 | subject) + (1 | subj2)", data).fit()
+    with pytest.warns(lmf.LMMWarning, match="give the same effects"):
+        lmf.LMM.from_formula("y ~ week + (1 | subject) + (1 | treatment:subject)", data).fit()
+
+
+def test_field_twice():
+    warnings = lmf.LMM.from_formula("yield ~ gen + (1 | ar1(row):ar1(col)) + ar1(row):ar1(col)",
+                                    load("slatehall")).explain(show=False).warnings
+    assert len(warnings) == 1 and "is the residual's ar1(row):ar1(col) again" in warnings[0]

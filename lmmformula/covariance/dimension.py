@@ -250,6 +250,13 @@ def grid_positions(col: pd.Series, variable: str, kind: str) -> tuple[np.ndarray
         pos = np.round(pos).astype(np.int64)
         size = int(pos.max()) + 1
         return pos, size, tuple(_fmt(uniq[0] + k * step) for k in range(size))
+    if positional and isinstance(col.dtype, pd.CategoricalDtype) and not col.dtype.ordered:
+        raise DataError(
+            f"{kind} positions in '{variable}' come from an unordered Categorical, whose category order "
+            f"({', '.join(map(str, list(col.dtype.categories)[:4]))}, ...) is not declared as an order in time or "
+            "space; make it ordered with the categories in time order (col.cat.as_ordered() or "
+            "pd.Categorical(..., categories=[...], ordered=True)), or use a numeric column"
+        )
     if positional and not isinstance(col.dtype, pd.CategoricalDtype):
         raise DataError(
             f"{kind} positions in '{variable}' must be numeric (equally spaced values) or an ordered pandas "

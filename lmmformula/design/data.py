@@ -13,6 +13,7 @@ import pandas as pd
 from formulaic import Formula
 
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError, UnknownColumnError
+from ..formula.registry import structure_hint
 from ..formula.terms import ParsedFormula
 from .fixed import to_formulaic
 
@@ -81,6 +82,9 @@ def _as_frame(data: object) -> pd.DataFrame:
 def _unknown_name_error(name: str, parsed: ParsedFormula, data: pd.DataFrame) -> UnknownColumnError:
     """A column the data lacks, with close names; a name written as a call is an unknown function."""
     if re.search(r"(?<![\w.])" + re.escape(name) + r"\s*\(", parsed.formula):
+        hint = structure_hint(name)
+        if hint:
+            return UnknownColumnError(f"'{name}' in the formula is not a function lmmformula knows; {hint}")
         return UnknownColumnError(
             f"'{name}' in the formula is called as a function but is neither a data column nor a function "
             f"formulaic knows; check the spelling, or use numpy's (np.{name}(x)) or a transform such as I(...)")

@@ -294,10 +294,24 @@ def _check_identifiable(factor: GroupingFactor, Xk: np.ndarray, columns: tuple[s
     m = Xk.shape[1]
     if m < 2 or m > IDENTIFIABILITY_MAX_COLUMNS:
         return
-    G = _level_gram(factor, Xk)
+    basis, R = Xk, None
+    if correlated:
+        # an unstructured covariance is identifiable iff it is in any basis of the columns: orthonormalise them, so
+        # that nearly collinear columns (a covariate around 1000 next to the intercept) are not mistaken for
+        # dependent ones
+        Q, R = np.linalg.qr(Xk)
+        d = np.abs(np.diag(R))
+        if d.min() > 1e-10 * d.max():
+            basis = Q
+        else:
+            R = None
+    G = _level_gram(factor, basis)
     S = _unidentified_direction(G, m, correlated)
     if S is None:
         return
+    if R is not None:  # back to the coordinates of the columns: Xk = Q R, so Q S Q' = Xk R^-1 S R^-T Xk'
+        Rinv = np.linalg.inv(R)
+        S = Rinv @ S @ Rinv.T
     weight = np.abs(S).max(axis=1)
     involved = [columns[a] for a in range(m) if weight[a] > 1e-3 * weight.max()]
     counts = np.bincount(factor.codes, minlength=factor.n_levels)
@@ -308,7 +322,7 @@ def _check_identifiable(factor: GroupingFactor, Xk: np.ndarray, columns: tuple[s
                 and within[j] <= 1e-10 * max(np.abs(Xk[:, j]).max(), 1e-300)]
     reason = (f"{', '.join(map(repr, constant))} {'does' if len(constant) == 1 else 'do'} not vary within the levels "
               f"of '{group}', so " if constant else "")
-    diag_ok = correlated and _unidentified_direction(G, m, False) is None
+    diag_ok = correlated and _unidentified_direction(_level_gram(factor, Xk), m, False) is None
     fix = ("drop the columns that do not vary within levels from the random term (keep them in the fixed part)"
            + (f", or make the effects uncorrelated: '({term.expr} || {group})'" if diag_ok else ""))
     raise DataError(
@@ -352,8 +366,14 @@ def _column_positions(frame: pd.DataFrame, term: RandomTerm, columns: tuple[str,
                 "round them or use an ordered Categorical"
             )
         pos = np.round(pos).astype(int)
-    elif isinstance(col.dtype, pd.CategoricalDtype):
+    elif isinstance(col.dtype, pd.CategoricalDtype) and col.dtype.ordered:
         pos = np.arange(len(col.cat.remove_unused_categories().cat.categories))
+    elif isinstance(col.dtype, pd.CategoricalDtype):
+        raise DataError(
+            f"the positions of {where} come from '{var}', an unordered Categorical whose category order is not "
+            "declared as an order in time or space; make it ordered (col.cat.as_ordered(), with the categories in "
+            "time order) or use a numeric column"
+        )
     else:
         raise DataError(
             f"the positions of {where} come from '{var}', a {col.dtype} column whose text order (e.g. t1, t10, "

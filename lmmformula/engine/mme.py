@@ -125,7 +125,26 @@ class MixedModelEquations(ScoreMixin):
         self._factor_theta = None
         self._pairs = self._theta_pairs()
         self._dw_cache = None
+        self._theta_scale = None
         self._last_evaluation = None  # the most recent Evaluation (immutable; returned again for the same theta)
+
+    @property
+    def theta_scale(self) -> np.ndarray:
+        """The natural unit of each parameter: ``1 / rms`` of the random-effect column an entry of ``Lk``
+        multiplies (1 for intercepts and for structured, grouping and residual parameters).  A slope on a
+        covariate measured in large units has a small theta at its optimum; boundary snapping and release use
+        this unit so that they do not depend on the covariate's units."""
+        if self._theta_scale is None:
+            scale = np.ones(self.n_params)
+            for k, (blk, cov) in enumerate(zip(self.blocks, self.covariances)):
+                if cov.structured or not hasattr(cov, "theta_positions"):
+                    continue
+                rms = np.sqrt(np.mean(np.asarray(blk.X, dtype=float) ** 2, axis=0))
+                for t, (r, _) in enumerate(cov.theta_positions):
+                    if rms[r] > 0:
+                        scale[self.theta_offsets[k] + t] = 1.0 / rms[r]
+            self._theta_scale = scale
+        return self._theta_scale
 
     # ---- fixed patterns -------------------------------------------------------------------
     def eta(self, theta: np.ndarray) -> np.ndarray:

@@ -41,6 +41,10 @@ from .mme import Evaluation, MixedModelEquations
 __all__ = ["IterationRecord", "OptimizerResult", "fit_variance_parameters", "SINGULAR_TOL"]
 
 SINGULAR_TOL = 1e-4  # a diagonal entry of Lk below this is a singular fit (lme4's isSingular tolerance)
+# A tiny Newton decrement alone ends the iterations only if the log-likelihood also stopped moving by more than
+# this: an ill-conditioned AI matrix (a covariate around 1000 in a random slope) can give a decrement of 1e-14
+# while the log-likelihood still rises by 1e-3 per step.
+CHANGE_CAP = 1e-6
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
     tol : float
         Convergence when the Newton decrement ``s' AI^-1 s`` (log-likelihood units) of the free
         parameters and the last change of the log-likelihood are both below ``tol``, or the decrement is
-        below ``tol / 100``.
+        below ``tol / 100`` and the change below ``CHANGE_CAP``.
     verbose : bool
         Print one line per iteration (log-likelihood, algorithm, step, parameters).
     """
@@ -197,7 +201,8 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         gain = float(score[free] @ direction[free]) if free.any() else 0.0  # predicted by the model used
         # converged: the decrement and the last change below tol, or the decrement alone far below it (a
         # further step would only confirm what the decrement already says)
-        if (it > em_steps or algorithm == "EM") and crit < tol and (last_change < tol or crit < 1e-2 * tol):
+        if (it > em_steps or algorithm == "EM") and crit < tol and (
+                last_change < tol or (crit < 1e-2 * tol and last_change < CHANGE_CAP)):
             newly = _release_boundary(mme, ev, held, releases)
             if newly is None:
                 converged = True
@@ -299,12 +304,13 @@ class _SecantCorrection:
 
 
 def _snap_to_bound(mme: MixedModelEquations, ev: Evaluation, small: float = 1e-4) -> Evaluation:
-    """Put entries within ``small`` of 0 (relative standard deviations) on 0.
+    """Put entries within ``small`` of 0 (relative standard deviations, in units of the column's scale, see
+    :attr:`MixedModelEquations.theta_scale`) on 0.
 
     Scoring steps approach a zero variance only geometrically in this parameterisation;
     the snapped point is kept when its objective is not worse (by more than 1e-10).
     """
-    near = (ev.theta != 0.0) & (np.abs(ev.theta) < small)
+    near = (ev.theta != 0.0) & (np.abs(ev.theta) < small * mme.theta_scale)
     if not near.any():
         return ev
     cand = ev.theta.copy()
@@ -330,7 +336,7 @@ def _release_boundary(mme: MixedModelEquations, ev: Evaluation, held: np.ndarray
         for delta in (1e-2, 1e-4):
             for sign in (1.0, -1.0):
                 cand = ev.theta.copy()
-                cand[i] = mme.lower[i] + delta
+                cand[i] = mme.lower[i] + delta * mme.theta_scale[i]
                 cand[below] *= sign
                 trial = _try_evaluate(mme, cand)
                 if trial is not None and trial.deviance < ev.deviance - 1e-10:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from ..errors import FormulaSyntaxError
-from .registry import STRUCTURES, is_structure_name
+from .registry import structure_hint, STRUCTURES, is_structure_name
 from .terms import GroupPart, ParsedFormula, RandomTerm, ResidualTerm, StructureCall
 from .tokens import Token, tokenize
 
@@ -76,6 +76,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     for sign, chunk in _split_summands(formula, tokens):
         kind = _classify(formula, chunk)
         if kind == "fixed":
+            _refuse_bars_in_fixed(formula, chunk)
             text = formula[chunk[0].start : chunk[-1].end].strip()
             fixed_pieces.append(f"{sign} {text}" if fixed_pieces or sign == "-" else text)
             continue
@@ -164,6 +165,19 @@ def _split_summands(formula: str, tokens: list[Token]) -> list[tuple[str, list[T
         raise FormulaSyntaxError("the formula ends with an operator", formula, tokens[-1].start)
     out.append((sign, current))
     return out
+
+
+def _refuse_bars_in_fixed(formula: str, chunk: list[Token]) -> None:
+    """A '|' inside a call of the fixed part (glmmTMB's ``exp(t + 0 | g)``, ``I(a | b)``) would reach formulaic as
+    a bitwise or: refuse it."""
+    for tok in chunk:
+        call = _call(tok)
+        if call is not None and "|" in call[1]:
+            hint = structure_hint(call[0])
+            raise FormulaSyntaxError(
+                f"'|' inside '{call[0]}(...)' in the fixed part; random terms are written '(expr | group)', with a "
+                f"structure around them such as ar1(0 + factor(t) | g)" + (f"; {hint}" if hint else ""),
+                formula, tok.start)
 
 
 def _call(tok: Token) -> tuple[str, str] | None:

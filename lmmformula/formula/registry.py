@@ -52,6 +52,28 @@ STRUCTURES: dict[str, StructureSpec] = {
 }
 
 
+# Structures of other packages a user may write, and what to write here instead.
+FOREIGN_STRUCTURES = {
+    "idv": "id(x)", "idh": "diag(x)", "cor": "cs(x)", "corv": "cs(x)", "corh": "cs(x) with diag(x)",
+    "ar1v": "ar1(x)", "ar1h": "ar1(x)", "ar": "ar1(x)", "at": "a grouping per level, e.g. (0 + env | g)",
+    "ou": "ar1(x) on a regular grid (no Ornstein-Uhlenbeck)", "exp": "ar1(x) on a regular grid (no exponential)",
+    "gau": "not available (no Gaussian correlation)", "mat": "not available (no Matern correlation)",
+    "rr": "fa(0 + x | g, k)", "homdiag": "diag(x)", "hetar": "ar1(x) with diag(x)", "corAR1": "g:ar1(t)",
+    "corCompSymm": "g:cs(t)", "corSymm": "g:us(t)", "pdDiag": "(x || g)", "pdSymm": "(x | g)",
+}
+
+
+def structure_hint(name: str) -> str:
+    """What to write instead of another package's structure ``name`` (empty when ``name`` is not one)."""
+    known = ", ".join(STRUCTURES)
+    if name in FOREIGN_STRUCTURES:
+        return (f"'{name}(...)' is another package's structure; write {FOREIGN_STRUCTURES[name]} here "
+                f"(structures: {known})")
+    if name.lower() in STRUCTURES:
+        return f"structure names are lower case: write {name.lower()}(...) (structures: {known})"
+    return ""
+
+
 def is_structure_name(name: str) -> bool:
     """Return True when ``name`` is a reserved structure function."""
     return name in STRUCTURES

@@ -221,6 +221,13 @@ class StoredFit:
                    converged=conv["converged"], n_iter=conv["n_iter"], history=tuple(conv["history"]),
                    versions=dict(record["versions"]))
 
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"a fit read from JSON without its data has no {name!r}; it holds the formula, estimates, tables and "
+            "history. Pass the data the fit used, FitResult.from_json(source, data=df), for every method")
+
     def __repr__(self) -> str:
         return (f"StoredFit({self.formula!r}, {self.method}, loglik={self.loglik:.6f}, "
                 f"converged={self.converged}, n_iter={self.n_iter}; data sha256 {self.data_sha256[:12]}...)")
