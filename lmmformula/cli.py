@@ -63,9 +63,13 @@ def read_data(source: str, sep: str | None = None) -> pd.DataFrame:
                 raise CLIError(f"reading '{source}' needs a parquet engine: pip install pyarrow")
             return pd.read_parquet(path)
         options = dict(_READERS[suffix], **({"sep": sep.replace("\\t", "\t")} if sep is not None else {}))
-        return pd.read_csv(sys.stdin if source == "-" else path, **options)
+        data = pd.read_csv(sys.stdin if source == "-" else path, **options)
     except (OSError, ValueError) as exc:  # pandas' ParserError, EmptyDataError and UnicodeDecodeError too
         raise CLIError(f"cannot read '{source}': {_first_line(exc)}; check that it is a {suffix} file") from exc
+    if data.shape[1] == 1 and re.search(r"[,;\t|]", str(data.columns[0])):
+        raise CLIError(f"'{source}' was read as one column named {str(data.columns[0])!r}: the fields seem to be "
+                       "separated by another character; pass it with --sep (e.g. --sep ';')")
+    return data
 
 
 def read_matrices(specs: list[str]) -> dict:
@@ -143,7 +147,7 @@ def write_plots(fit, directory: str) -> list[pathlib.Path]:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{term} {effect}").strip("_")
         drawings[f"caterpillar_{slug}"] = lambda t=term, e=effect: plot.caterpillar(fit, t, e)
     res = fit.mme.residual
-    if res is not None and len(res.dimensions) == 2 and {d.kind for d in res.dimensions} <= {"ar1", "id"}:
+    if res is not None and res.is_field and {d.kind for d in res.dimensions} <= {"ar1", "id"}:
         drawings["variogram"] = lambda: plot.variogram(fit)
         drawings["field"] = lambda: plot.field(fit)
     written = []

@@ -189,9 +189,13 @@ def _unreplicated_cells(block, residual, n: int) -> str | None:
     (level, column) cells hold one observation each: its diagonal is confounded with an independent residual,
     and a saturated term with any residual structure over the same groups."""
     name = _structure_name(block)
-    if name not in _FREE_DIAGONAL or block.n_columns < 2:
+    if name not in _FREE_DIAGONAL or block.n_columns < 2 or block.known is not None or block.grid is not None:
         return None
-    replicated = n - int(np.count_nonzero(np.diff(block.Z.tocsc().indptr)))
+    Z = block.Z.tocsr(copy=True)
+    Z.eliminate_zeros()
+    if not (np.all(Z.data == 1.0) and np.all(np.diff(Z.indptr) == 1)):
+        return None  # only for indicator columns (0 + factor(t)): one column per observation
+    replicated = n - int(np.count_nonzero(np.diff(Z.tocsc().indptr)))
     if replicated >= max(5, n // 10):
         return None
     if residual is None:

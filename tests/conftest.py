@@ -5,9 +5,18 @@ from __future__ import annotations
 import json
 import pathlib
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
+
+# CI draws the same examples on every run (a red build is reproducible); HYPOTHESIS_PROFILE=explore draws new
+# examples each run, for hunting defects locally.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 HERE = pathlib.Path(__file__).parent
 GOLDEN = json.loads((HERE / "golden" / "lme4.json").read_text())

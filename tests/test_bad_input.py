@@ -629,3 +629,23 @@ def test_keywords_of_other_packages(df, where, keyword, message):
             lmf.LMM.from_formula("y ~ x + (1 | g)", df, **keyword)
         else:
             lmf.LMM.from_formula("y ~ x + (1 | g)", df).fit(**keyword)
+
+
+def test_tiny_response_is_refused(df):
+    with pytest.raises(lmf.DataError, match="varies only by.*rescale"):
+        lmf.LMM.from_formula("y ~ x + (1 | g)", df.assign(y=df["y"] * 1e-100))
+
+
+def test_variogram_needs_a_spatial_field():
+    from lmmformula.datasets import load
+    fit = lmf.LMM.from_formula("y ~ week + subject:ar1(week)", load("growth")).fit()
+    with pytest.raises(lmf.ModelSpecificationError, match="not a spatial coordinate"):
+        fit.variogram()
+
+
+def test_grouping_values_that_print_alike(df):
+    data = df.assign(g=[1, "1", 2, "2"] * 10)
+    before = data.copy(deep=True)
+    with pytest.raises(lmf.DataError, match="print alike.*astype\\(str\\)"):
+        lmf.LMM.from_formula("y ~ x + (1 | g)", data)
+    pd.testing.assert_frame_equal(data, before)

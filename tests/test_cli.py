@@ -106,6 +106,13 @@ def test_sep_override(capsys, tmp_path):
     pd.read_csv(HERE / "data" / "sleepstudy.csv").to_csv(path, sep=";", index=False)
     code, out, _ = run(capsys, "fit", path, QUICK, "--sep", ";")
     assert code == 0 and "Number of obs: 180" in out
+    code, _, err = run(capsys, "fit", path, QUICK)  # without --sep: one column, and a hint
+    assert code == 2 and "read as one column" in err and "--sep" in err and "Traceback" not in err
+
+
+def test_json_to_standard_output(capsys, sleep_csv):
+    code, out, _ = run(capsys, "fit", sleep_csv, QUICK, "--json", "-", "--quiet")
+    assert code == 0 and json.loads(out)["formula"] == QUICK
 
 
 def test_parquet(capsys, tmp_path):

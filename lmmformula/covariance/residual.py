@@ -61,6 +61,19 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
     def n_cells(self) -> int:
         return int(np.prod([d.size for d in self.dimensions]))
 
+    @property
+    def is_field(self) -> bool:
+        """Two dimensions whose positions are numbers (plot rows and columns), as a variogram needs; a
+        ``Subject:ar1(week)`` grid is not one (subjects are not a spatial coordinate)."""
+        if len(self.dimensions) != 2:
+            return False
+        try:
+            for d in self.dimensions:
+                [float(label) for label in d.labels]
+        except (TypeError, ValueError):
+            return False
+        return True
+
     def split(self, eta: np.ndarray) -> list[np.ndarray]:
         """``eta`` cut into the parameters of each dimension."""
         eta = np.asarray(eta, dtype=float)

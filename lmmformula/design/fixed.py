@@ -130,6 +130,10 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         raise DataError(f"the response '{response}' is constant ({float(y[0])!r}); a variance cannot be estimated. "
                         "Check the response column and the rows used")
     _check_magnitude(y, f"the response '{response}'")
+    spread = float(np.std(y))
+    if spread < _TINY_LIMIT:
+        raise DataError(f"the response '{response}' varies only by {spread:.3g}; its squared deviations underflow "
+                        "double precision in the REML iterations: rescale it (e.g. multiply by a power of ten)")
     X = np.asarray(rhs, dtype=float)
     _check_single_levels(rhs.model_spec, fixed)
     if X.size and float(np.abs(X).max()) > _SCALE_LIMIT:  # name the first offending column
@@ -158,6 +162,7 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
     )
 
 
+_TINY_LIMIT = 1e-60  # a response spread below this underflows in sums of squares of its deviations
 _SCALE_LIMIT = 1e100  # squares and cross-products of larger values overflow double precision
 
 

@@ -117,8 +117,16 @@ def _label(value) -> str:
 def _codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
     if isinstance(col.dtype, pd.CategoricalDtype):
         col = col.cat.remove_unused_categories()
-    codes, uniques = pd.factorize(col, sort=True)
-    return codes.astype(np.int64), [_label(u) for u in uniques]
+    try:
+        codes, uniques = pd.factorize(col, sort=True)
+    except TypeError:  # values that cannot be sorted together, e.g. 1 and "1"
+        codes, uniques = pd.factorize(col, sort=False)
+    labels = [_label(u) for u in uniques]
+    if len(set(labels)) < len(labels):
+        same = next(lab for lab in labels if labels.count(lab) > 1)
+        raise DataError(f"the grouping column '{col.name}' holds different values that print alike ({same!r}, e.g. "
+                        f"the number 1 and the text '1'); convert it to one type, e.g. df['{col.name}'].astype(str)")
+    return codes.astype(np.int64), labels
 
 
 def grouping_factor(frame: pd.DataFrame, variables: tuple[str, ...], name: str) -> GroupingFactor:

@@ -111,10 +111,11 @@ class Diagnostics:
         """Zero-based integer plot positions of every observation."""
         if row is None and col is None:
             res = self.mme.residual
-            if res is None or len(res.dimensions) != 2:
+            if res is None or not res.is_field:
                 raise ModelSpecificationError(
-                    "variogram() takes the plot positions from a two-dimensional residual structure such as "
-                    "ar1(row):ar1(col); this model has none, so name them: variogram(row='row', col='col')")
+                    "variogram() takes the plot positions from a two-dimensional residual structure with numeric "
+                    "positions such as ar1(row):ar1(col); this model has none (a grouping such as Subject is not a "
+                    "spatial coordinate), so name two position columns: variogram(row='row', col='col')")
             return res.dimensions[0].positions.astype(int), res.dimensions[1].positions.astype(int)
         if row is None or col is None:
             raise ModelSpecificationError(
