@@ -115,7 +115,7 @@ class Diagnostics:
                 raise ModelSpecificationError(
                     "variogram() takes the plot positions from a two-dimensional residual structure with numeric "
                     "positions such as ar1(row):ar1(col); this model has none (a grouping such as Subject is not a "
-                    "spatial coordinate), so name two position columns: variogram(row='row', col='col')")
+                    "spatial coordinate), so name them: variogram(row='row', col='col') with two position columns")
             return res.dimensions[0].positions.astype(int), res.dimensions[1].positions.astype(int)
         if row is None or col is None:
             raise ModelSpecificationError(
