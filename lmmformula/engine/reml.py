@@ -41,9 +41,9 @@ from .mme import Evaluation, MixedModelEquations
 __all__ = ["IterationRecord", "OptimizerResult", "fit_variance_parameters", "SINGULAR_TOL"]
 
 SINGULAR_TOL = 1e-4  # a diagonal entry of Lk below this is a singular fit (lme4's isSingular tolerance)
-# A tiny Newton decrement alone ends the iterations only if the log-likelihood also stopped moving by more than
-# this: an ill-conditioned AI matrix (a covariate around 1000 in a random slope) can give a decrement of 1e-14
-# while the log-likelihood still rises by 1e-3 per step.
+# A tiny Newton decrement alone ends the iterations only if the last step's gain was what the previous decrement
+# predicted (at most 4 times it) or below this: an ill-conditioned AI matrix (a covariate around 1000 in a random
+# slope) can give decrements of 1e-14 while the log-likelihood still rises by 1e-3 per step.
 CHANGE_CAP = 1e-6
 
 
@@ -148,7 +148,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
     tol : float
         Convergence when the Newton decrement ``s' AI^-1 s`` (log-likelihood units) of the free
         parameters and the last change of the log-likelihood are both below ``tol``, or the decrement is
-        below ``tol / 100`` and the change below ``CHANGE_CAP``.
+        below ``tol / 100`` and the last change was no more than the previous decrement predicted.
     verbose : bool
         Print one line per iteration (log-likelihood, algorithm, step, parameters).
     """
@@ -202,7 +202,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         # converged: the decrement and the last change below tol, or the decrement alone far below it (a
         # further step would only confirm what the decrement already says)
         if (it > em_steps or algorithm == "EM") and crit < tol and (
-                last_change < tol or (crit < 1e-2 * tol and last_change < CHANGE_CAP)):
+                last_change < tol or (crit < 1e-2 * tol and last_change < max(CHANGE_CAP, 4.0 * prev_crit))):
             newly = _release_boundary(mme, ev, held, releases)
             if newly is None:
                 converged = True
