@@ -293,6 +293,13 @@ def _grid_messages(where: str, grid, notes: list[str], observed: int | None) -> 
             message = _order_warning(where, d.variable, d.labels)
             if message:
                 warnings.append(message)
+            used = np.unique(d.positions).size
+            if used >= 3 and d.size >= 2 * used - 1:
+                numbers = _position_labels(d.labels[:2])
+                step = f"{numbers[1] - numbers[0]:g}" if numbers else f"from {d.labels[0]} to {d.labels[1]}"
+                notes.append(f"{where}: the {used} values of '{d.variable}' sit on a grid of {d.size} positions "
+                             f"(step {step}, the smallest spacing between values), so AR1 lags count in that step; "
+                             "if one stray value set the step, correct it")
     if observed is not None and observed < grid.n_cells:
         sizes = " x ".join(str(d.size) for d in grid.dimensions)
         notes.append(f"{where}: the {sizes} grid has {grid.n_cells} cells and {observed} observations; the "

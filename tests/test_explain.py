@@ -175,3 +175,13 @@ def test_field_twice():
     warnings = lmf.LMM.from_formula("yield ~ gen + (1 | ar1(row):ar1(col)) + ar1(row):ar1(col)",
                                     load("slatehall")).explain(show=False).warnings
     assert len(warnings) == 1 and "is the residual's ar1(row):ar1(col) again" in warnings[0]
+
+
+def test_stray_value_that_sets_the_grid_step_is_noted():
+    growth = load("growth")
+    stray = growth.copy()
+    stray.loc[0, "week"] = 1  # weeks 0, 2, ..., 12 and one 1: the step becomes 1 week
+    notes = lmf.LMM.from_formula("y ~ week + subject:ar1(week)", stray).explain(show=False).notes
+    assert any("7 values of 'week' sit on a grid of 13 positions (step 1," in n for n in notes)
+    clean = lmf.LMM.from_formula("y ~ week + subject:ar1(week)", growth).explain(show=False).notes
+    assert not any("sit on a grid" in n for n in clean)
