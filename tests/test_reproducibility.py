@@ -154,3 +154,12 @@ def test_sources_other_than_text_or_path():
     assert lmf.FitResult.from_json(text.encode()).loglik == fit.loglik
     with pytest.raises(lmf.DataError, match="neither JSON text nor an existing file"):
         lmf.FitResult.from_json("x" * 5000)
+
+
+def test_stored_fit_summary_and_missing_methods():
+    fit = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", load_data("sleepstudy.csv")).fit()
+    stored = lmf.FitResult.from_json(fit.to_json())
+    text = stored.summary()
+    assert "read from JSON without the data" in text and "var(Intercept)" in text and f"{fit.loglik:.4f}" in text
+    with pytest.raises(AttributeError, match="Pass the data the fit used"):
+        stored.anova()

@@ -221,6 +221,19 @@ class StoredFit:
                    converged=conv["converged"], n_iter=conv["n_iter"], history=tuple(conv["history"]),
                    versions=dict(record["versions"]))
 
+    def summary(self) -> str:
+        """The stored estimates as text: model, criterion, variance components and fixed effects."""
+        with pd.option_context("display.width", 120, "display.max_columns", 12):
+            vc = self.variance_components[["term", "parameter", "estimate", "std_error"]].to_string(index=False)
+            fe = self.fixed_effects.to_string()
+        status = "converged" if self.converged else "NOT converged"
+        return (f"Linear mixed model fit by {self.method} ['lmmformula', read from JSON without the data]\n"
+                f"Formula: {self.formula}\n"
+                f"logLik {self.loglik:.4f}  AIC {self.aic:.2f}  BIC {self.bic:.2f}  "
+                f"({self.n_obs} observations, {self.n_dropped} dropped; {status} after {self.n_iter} iterations)\n\n"
+                f"Covariance parameters:\n{vc}\n\nFixed effects:\n{fe}\n"
+                f"Data SHA-256 {self.data_sha256}; lmmformula {self.versions.get('lmmformula', '?')}")
+
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
