@@ -14,7 +14,8 @@ from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_f
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
 from .engine.reml import IterationRecord, OptimizerResult
 from .errors import ConvergenceWarning, DataError, LMMWarning, ModelSpecificationError
-from .explain import ModelExplanation, design_warnings, explain_model
+from .confounding import design_warnings
+from .explain import ModelExplanation, explain_model
 from .formula import ParsedFormula, parse_formula
 from .results import FitResult
 from .results.serialize import data_fingerprint, read_record

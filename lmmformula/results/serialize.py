@@ -13,6 +13,7 @@ bit-identical to the original fit's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -69,6 +70,7 @@ def data_fingerprint(frame: pd.DataFrame, known: tuple = ()) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def source_fingerprint() -> str:
     """SHA-256 of lmmformula's own source files: two records with the same version number but different code
     are told apart by it."""
