@@ -194,8 +194,8 @@ def _aliased_with_fixed(block, X: np.ndarray) -> str | None:
     if block.columns != ("(Intercept)",) or block.known is not None or block.grid is not None:
         return None
     n, L = block.Z.shape
-    if n * L > ALIAS_CHECK_MAX or X.shape[1] == 0 or L >= n:
-        return None
+    if X.shape[1] < L or n * L > ALIAS_CHECK_MAX or L >= n:
+        return None  # L independent indicator columns cannot lie in the span of fewer than L fixed columns
     Q, _ = np.linalg.qr(X)
     Z = block.Z.toarray()
     leftover = Z - Q @ (Q.T @ Z)

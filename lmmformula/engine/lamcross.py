@@ -61,7 +61,24 @@ class LamCrossMap:
             raise ValueError("the target pattern does not contain Lam' M Lam")
         self._m, self._a, self._b, self._pos = t, row_val[ea], row_val[eb], pos
 
+        self.m_size = m_pattern.nnz
+
     def __call__(self, lam_values: np.ndarray, m_values: np.ndarray) -> np.ndarray:
         """Values of ``Lam' M Lam`` on the target pattern (zeros where no triplet lands)."""
         w = m_values[self._m] * lam_values[self._a] * lam_values[self._b]
         return np.bincount(self._pos, weights=w, minlength=self.size)
+
+    def adjoint(self, lam_values: np.ndarray, s_values: np.ndarray) -> np.ndarray:
+        """``Lam S Lam'`` on the pattern of ``M``, for a symmetric ``S`` given on the target pattern: the
+        adjoint of the map, ``tr(S Lam' dM Lam) = adjoint(S) . dm``."""
+        w = s_values[self._pos] * lam_values[self._a] * lam_values[self._b]
+        return np.bincount(self._m, weights=w, minlength=self.m_size)
+
+    def element_traces(self, lam_values: np.ndarray, m_values: np.ndarray, s_values: np.ndarray,
+                       element_index: np.ndarray, n_elements: int) -> np.ndarray:
+        """``tr(S Lam' M dLam/de)`` for every element ``e`` that the entries of ``Lam`` take their values from
+        (``element_index``, one per stored entry of ``Lam``), for symmetric ``M`` and ``S`` (``S`` on the
+        target pattern): half the derivative of ``tr(S Lam' M Lam) = sum S[pos] Lam[a] M[t] Lam[b]``, whose
+        two halves are equal by symmetry."""
+        w = s_values[self._pos] * m_values[self._m] * lam_values[self._b]
+        return np.bincount(element_index[self._a], weights=w, minlength=n_elements)

@@ -121,6 +121,7 @@ class MixedModelEquations(ScoreMixin):
         cross_map = LamCrossMap(self._lambda_pattern, self.cross.ztwz_pattern, self._cvv_keys)
         self._cvv_map = cross_map if cross_map.usable else None
         self._kinv_values = None  # K~^-1 on the pattern of Cvv, kept when it does not depend on theta
+        self._s_gather = None  # (layout of the selected inverse, positions of Cvv's entries in it)
         self._factor = None
         self._factor_theta = None
         self._pairs = self._theta_pairs()
@@ -260,6 +261,26 @@ class MixedModelEquations(ScoreMixin):
         out = self._cvv_pattern.copy()
         out.data = self._cvv_map(lam.data, self.products(theta).ZtWZ.data) + kinv
         return out
+
+    def selected_on_cvv(self, S) -> np.ndarray:
+        """Values of the selected inverse ``S`` (sparse on the factor's pattern, or dense) at the stored positions
+        of ``Cvv``, which the factor's pattern contains; the gather positions are kept for ``S``'s fixed layout."""
+        if not sp.issparse(S):
+            if self._s_gather is None or self._s_gather[0] is not None:
+                P = self._cvv_pattern
+                cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
+                self._s_gather = (None, (P.indices, cols))
+            rows, cols = self._s_gather[1]
+            return S[rows, cols]
+        cached = self._s_gather
+        if cached is None or cached[0] is None or not (np.array_equal(cached[0][0], S.indptr)
+                                                       and np.array_equal(cached[0][1], S.indices)):
+            s_keys = pattern_keys(S)
+            pos = np.minimum(np.searchsorted(s_keys, self._cvv_keys), max(s_keys.size - 1, 0))
+            if s_keys.size == 0 or np.any(s_keys[pos] != self._cvv_keys):
+                raise RuntimeError("the selected inverse does not cover the pattern of Cvv")
+            cached = self._s_gather = ((S.indptr.copy(), S.indices.copy()), pos)
+        return S.data[cached[1]]
 
     def factorize(self, theta: np.ndarray, lam: sp.csc_matrix | None = None):
         """Factor ``Cvv`` at ``theta`` (numeric refactorization after the first call)."""

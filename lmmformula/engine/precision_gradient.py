@@ -68,6 +68,8 @@ def _row_dots(H: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 1 
 def _lam_s_lam(mme, theta: np.ndarray, S) -> np.ndarray:
     """``Lam S Lam'`` on the pattern of ``Z'WZ`` (values in its CSC order)."""
     lam = mme.lam(theta)
+    if mme._cvv_map is not None:
+        return mme._cvv_map.adjoint(lam.data, mme.selected_on_cvv(S))
     pattern = mme.cross.ztwz_pattern
     if sp.issparse(S):
         return values_on(lam @ S @ lam.T, mme.cross.pattern_keys, strict=False)

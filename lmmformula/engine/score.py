@@ -79,20 +79,23 @@ class ScoreMixin:
             return np.zeros(0), np.zeros(0), (np.zeros((self.n, 0)) if variates else None)
         lam = self.lam(ev.theta)
         prod = self.products(ev.theta)
-        Fv = (lam.T @ prod.ZtWZ).tocsc()
-        if not sp.issparse(S):
-            Fv = Fv.toarray()  # the dense path slices columns of Fv once per element
+        n_el = len(self._pairs)
+        if self._cvv_map is not None:  # tr(S Lam' Z'WZ Lam_i) as one gather-and-sum over the map's triplets
+            trace = self._cvv_map.element_traces(lam.data, prod.ZtWZ.data, self.selected_on_cvv(S),
+                                                 self._lambda_element_index, n_el)
+        else:
+            Fv = (lam.T @ prod.ZtWZ).tocsc()
+            if not sp.issparse(S):
+                Fv = Fv.toarray()  # the dense path slices columns of Fv once per element
+            trace = np.array([column_dots(S, Fv, xs, ys).sum() for xs, ys in self._pairs])
         Zte = self.Z.T @ ev.w_resid
         use_fixed = self.reml and self.p
         if use_fixed:
             W = scipy.linalg.cho_solve((ev.schur_chol, True), ev.B.T).T        # B Sb^-1  (q x p)
             H = np.asarray((prod.ZtWZ @ (lam @ ev.B))).T - prod.ZtWX.T           # B'Fv - Fb  (p x q)
-        n_el = len(self._pairs)
-        trace = np.zeros(n_el)
         quad = np.zeros(n_el)
         Q = np.zeros((self.n, n_el)) if variates else None
         for i, (xs, ys) in enumerate(self._pairs):
-            trace[i] = column_dots(S, Fv, xs, ys).sum()
             if use_fixed:
                 trace[i] += np.einsum("tp,pt->", W[xs], H[:, ys])
             quad[i] = Zte[ys] @ ev.v[xs]
