@@ -34,8 +34,18 @@ def ar1_precision(m: int, rho: float) -> sp.csc_matrix:
         return sp.csc_matrix(np.ones((1, 1)))
     main = np.full(m, 1.0 + rho * rho)
     main[0] = main[-1] = 1.0
-    off = np.full(m - 1, -rho)
-    return (sp.diags([off, main, off], [-1, 0, 1], format="csc") / (1.0 - rho * rho)).tocsc()
+    return _tridiagonal(main, np.full(m - 1, -rho), 1.0 / (1.0 - rho * rho))
+
+
+def _tridiagonal(main: np.ndarray, off: np.ndarray, scale: float) -> sp.csc_matrix:
+    """The symmetric tridiagonal ``scale * tridiag(off; main; off)`` in CSC form, built from its index arrays
+    (columns hold rows ``j-1, j, j+1``)."""
+    m = main.size
+    rows = np.stack([np.arange(m) - 1, np.arange(m), np.arange(m) + 1], axis=1)
+    vals = np.stack([np.concatenate([[0.0], off]), main, np.concatenate([off, [0.0]])], axis=1) * scale
+    keep = (rows >= 0) & (rows < m)
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    return sp.csc_matrix((vals[keep], rows[keep], indptr), shape=(m, m))
 
 
 CORRELATION_KINDS = ("ar1", "cs", "toep")
@@ -173,7 +183,7 @@ class ResidualDimension:
             main = np.full(m, 4.0 * rho / c**2)
             main[0] = main[-1] = 2.0 * rho / c**2
             off = np.full(m - 1, -(1.0 + rho * rho) / c**2)
-            return (sp.diags([off, main, off], [-1, 0, 1], format="csc") * c).tocsc()  # d rho / d eta = c
+            return _tridiagonal(main, off, c)  # d rho / d eta = c
         if self.kind in CORRELATION_KINDS:
             rho = np.tanh(eta)
             dR = self.correlation_model.derivatives(rho)[j] * (1.0 - rho[j] ** 2)

@@ -375,7 +375,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         """The cached pattern, shared (its index arrays are read-only: every value vector is aligned with them)."""
         if "_pattern" in self.__dict__:
             return self.__dict__["_pattern"]
-        W, _ = self.full_precision(self.generic_eta())
+        W = self._generic_full_precision()
         obs = self.cells
         P = W[obs][:, obs].tocsc()
         P.data[:] = 1.0
@@ -397,6 +397,12 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         object.__setattr__(self, "_pattern", P)
         return P
 
+    def _generic_full_precision(self) -> sp.csc_matrix:
+        """The full-grid precision at :meth:`generic_eta` (its pattern is every value's pattern), cached."""
+        if "_generic_full" not in self.__dict__:
+            object.__setattr__(self, "_generic_full", self.full_precision(self.generic_eta())[0])
+        return self.__dict__["_generic_full"]
+
     def _plan(self) -> "_MissingPlan":
         plan = self.__dict__.get("_missing_plan")
         if plan is None:
@@ -416,7 +422,7 @@ def _missing_plan(res: ResidualStructure) -> _MissingPlan:
     """Connected groups of unobserved cells in the graph of the full-grid precision, and their neighbours."""
     from scipy.sparse.csgraph import connected_components
 
-    W, _ = res.full_precision(res.generic_eta())
+    W = res._generic_full_precision()
     obs = res.cells
     missing = np.setdiff1d(np.arange(res.n_cells), obs)
     W_mm = W[missing][:, missing]

@@ -109,6 +109,8 @@ class LevelPrecision:
     def pattern(self) -> sp.csc_matrix:
         """Pattern of ``K~^-1`` widened to full ``m x m`` blocks: the EM step and the PEV need the inverse
         of the MME at (level l, effect a) x (level l', effect b) wherever ``K^-1[l, l'] != 0``."""
+        if self.identity and all(m == 1 for m in self.ms):
+            return sp.identity(sum(blk.n_levels for blk in self.blocks), format="csc")
         parts = []
         for blk, m in zip(self.blocks, self.ms):
             if blk.known is not None:

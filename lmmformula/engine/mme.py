@@ -114,7 +114,9 @@ class MixedModelEquations(ScoreMixin):
         self._build_lambda_map()
         self.cross = CrossProducts(self.y, self.X, self.Z, residual)
         lam_s = pattern_of(self._lambda_pattern)
-        cpat = (lam_s.T @ self.cross.ztwz_pattern @ lam_s + self.levels.pattern()).tocsc()
+        diagonal = lam_s.nnz == self.q and np.array_equal(lam_s.indices, np.arange(self.q))
+        spread = self.cross.ztwz_pattern if diagonal else lam_s.T @ self.cross.ztwz_pattern @ lam_s
+        cpat = (spread + self.levels.pattern()).tocsc()
         cpat.sort_indices()
         self._cvv_pattern = pattern_of(cpat)
         self._cvv_keys = pattern_keys(self._cvv_pattern)
