@@ -127,7 +127,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
     def covariance_values(self, eta: np.ndarray) -> np.ndarray:
         """Entries of ``R~_oo`` (observation order) at the stored positions of :meth:`precision_pattern`:
         ``R~[i, j] = prod_d R_d[pos_d(i), pos_d(j)]``."""
-        Rs = [None if d.kind == "id" else d.matrix(e) for d, e in zip(self.dimensions, self.split(eta))]
+        Rs = self._dense_covariances(eta)
         plan = self._gather_plan()
         if plan is not None:  # positions of the pattern's entries are stored (identities: equal positions)
             vals = np.ones(plan[1].size)
@@ -207,14 +207,45 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         return out
 
     def _dense_factors(self, eta: np.ndarray, derivative: tuple[int, int] | None) -> list[np.ndarray | None]:
-        """Dense ``Q_d`` (``dQ_d`` for the differentiated dimension) per dimension; None for identities."""
-        out = []
-        for i, (d, e) in enumerate(zip(self.dimensions, self.split(eta))):
-            if d.kind == "id":
-                out.append(None)
-            else:
-                out.append(d.dense_precision(e, derivative[1] if derivative and derivative[0] == i else None))
+        """Dense ``Q_d`` (``dQ_d`` for the differentiated dimension) per dimension; None for identities.
+        The factors at the last ``eta`` are kept: the values, the derivatives and the trial points of a line
+        search ask for them repeatedly."""
+        key = (tuple(float(x) for x in np.asarray(eta, dtype=float).ravel()), derivative)
+        cache = self.__dict__.setdefault("_factor_cache", {})
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        if derivative is None:
+            out = [None if d.kind == "id" else d.dense_precision(e)
+                   for d, e in zip(self.dimensions, self.split(eta))]
+        else:
+            out = list(self._dense_factors(eta, None))
+            i, k = derivative
+            out[i] = self.dimensions[i].dense_precision(self.split(eta)[i], k)
+        for Q in out:
+            if Q is not None:
+                Q.flags.writeable = False  # shared through the cache
+        if len(cache) >= self.FACTOR_CACHE:
+            cache.pop(next(iter(cache)))
+        cache[key] = out
         return out
+
+    def _dense_covariances(self, eta: np.ndarray) -> list[np.ndarray | None]:
+        """Dense ``R_d`` per dimension (None for identities), kept for the last few ``eta`` as the factors are."""
+        key = (tuple(float(x) for x in np.asarray(eta, dtype=float).ravel()), "R")
+        cache = self.__dict__.setdefault("_factor_cache", {})
+        hit = cache.get(key)
+        if hit is None:
+            hit = [None if d.kind == "id" else d.matrix(e) for d, e in zip(self.dimensions, self.split(eta))]
+            for R in hit:
+                if R is not None:
+                    R.flags.writeable = False
+            if len(cache) >= self.FACTOR_CACHE:
+                cache.pop(next(iter(cache)))
+            cache[key] = hit
+        return hit
+
+    FACTOR_CACHE = 12  # dense factors (values and derivatives) of the last few parameter values
 
     @staticmethod
     def _entries(Qs, pos_i, pos_j) -> np.ndarray:
@@ -233,7 +264,7 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         params = self._parameters() if derivatives else [None]
         # entries of dW are products with one differentiated factor (the parameter belongs to one dimension)
         dQs = [self._dense_factors(eta, dj) for dj in params] if derivatives else [Qs]
-        vals = [self._gathered(eta, dj) for dj in params]
+        vals = [self._gathered_from(dQ) for dQ in dQs]
         logdet_mm = 0.0
         for a_idx, b_idx, where in self._schur_plan():
             A = self._block(Qs, a_idx)
@@ -274,9 +305,9 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         grid = np.zeros((self.n_cells, M2.shape[1]))
         grid[self.cells] = M2
         grid = grid.reshape([d.size for d in self.dimensions] + [M2.shape[1]])
-        for axis, (d, e) in enumerate(zip(self.dimensions, self.split(eta))):
-            if d.kind != "id":
-                grid = np.moveaxis(np.tensordot(d.matrix(e), grid, axes=([1], [axis])), 0, axis)
+        for axis, R in enumerate(self._dense_covariances(eta)):
+            if R is not None:
+                grid = np.moveaxis(np.tensordot(R, grid, axes=([1], [axis])), 0, axis)
         out = grid.reshape(self.n_cells, M2.shape[1])[self.cells]
         return out[:, 0] if vec else out
 
@@ -300,14 +331,18 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
     def _gathered(self, eta: np.ndarray, derivative: tuple[int, int] | None = None) -> np.ndarray:
         """Values of the precision (or its derivative in one parameter) on its pattern: the product
         ``prod_d Q_d[pos_d(i), pos_d(j)]`` of the dimensions' entries; no Kronecker product is formed."""
-        indptr, indices, shape, index = self._gather_plan()
-        vals = np.ones(indices.size)
-        for i, (d, e) in enumerate(zip(self.dimensions, self.split(eta))):
-            if index[i] is None:
+        return self._gathered_from(self._dense_factors(eta, derivative))
+
+    def _gathered_from(self, Qs: list[np.ndarray | None]) -> np.ndarray:
+        """:meth:`_gathered` from given dense factors (None for identities)."""
+        index = self._gather_plan()[3]
+        vals = None
+        for Q, idx in zip(Qs, index):
+            if idx is None:
                 continue
-            Q = d.dense_precision(e, derivative[1] if derivative is not None and derivative[0] == i else None)
-            vals *= Q[index[i][0], index[i][1]]
-        return vals
+            g = Q[idx[0], idx[1]]
+            vals = g if vals is None else vals * g
+        return np.ones(self._gather_plan()[1].size) if vals is None else vals
 
     def precision_values(self, eta: np.ndarray) -> tuple[np.ndarray, float]:
         """Values of the precision ``R~_oo^-1`` of the observations on :meth:`precision_pattern` (CSC order,

@@ -26,14 +26,30 @@ class SparseFactor:
 
     def __init__(self, A: sp.csc_matrix):
         self.n = A.shape[0]
-        self._solver = qdldl.Solver(A)
+        self._pattern = None
+        self._solver = qdldl.Solver(self._upper(A), upper=True)
         self._factors = None
         self._layout = None  # the selected inverse's CSC layout (the factor's pattern never changes)
         self._dense_from = None
 
+    def _upper(self, A: sp.csc_matrix) -> sp.csc_matrix:
+        """The upper triangle of the symmetric ``A`` (qdldl reads only that), taken by a stored mask while
+        ``A`` keeps its pattern: qdldl's own extraction costs more than the numeric refactorization of a
+        small block."""
+        A = sp.csc_matrix(A)
+        p = self._pattern
+        if p is None or not (np.array_equal(p[0], A.indptr) and np.array_equal(p[1], A.indices)):
+            cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+            keep = A.indices <= cols
+            order = np.lexsort((A.indices[keep], cols[keep]))  # CSC order, rows sorted within each column
+            take = np.flatnonzero(keep)[order]
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(cols[keep], minlength=A.shape[1]))])
+            p = self._pattern = (A.indptr.copy(), A.indices.copy(), take, A.indices[take].copy(), indptr)
+        return sp.csc_matrix((A.data[p[2]], p[3], p[4]), shape=A.shape)
+
     def refactor(self, A: sp.csc_matrix) -> None:
         """New values, same pattern: numeric refactorization only."""
-        self._solver.update(A)
+        self._solver.update(self._upper(A), upper=True)
         self._factors = None
 
     def _get(self):

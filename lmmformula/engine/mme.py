@@ -98,6 +98,7 @@ class MixedModelEquations(ScoreMixin):
         self.reml = reml
         self.Z = sp.hstack([b.Z for b in blocks], format="csc") if blocks else sp.csc_matrix((self.n, 0))
         self.q = self.Z.shape[1]
+        self.Zt = self.Z.T.tocsr()  # Z' once: products with it recur in every iteration
         self.offsets = np.cumsum([0] + [b.Z.shape[1] for b in blocks])
         self.theta_offsets = np.cumsum([0] + [c.n_theta for c in covariances])
         self.n_theta = int(self.theta_offsets[-1])
@@ -123,6 +124,7 @@ class MixedModelEquations(ScoreMixin):
         cross_map = LamCrossMap(self._lambda_pattern, self.cross.ztwz_pattern, self._cvv_keys)
         self._cvv_map = cross_map if cross_map.usable else None
         self._kinv_values = None  # K~^-1 on the pattern of Cvv, kept when it does not depend on theta
+        self._lam_cache = None
         self._s_gather = None  # (layout of the selected inverse, positions of Cvv's entries in it)
         self._factor = None
         self._factor_theta = None
@@ -216,9 +218,16 @@ class MixedModelEquations(ScoreMixin):
         return J
 
     def lam(self, theta: np.ndarray) -> sp.csc_matrix:
-        """``Lam`` (block diagonal, ``I_L (x) Lk`` per term) at ``theta``."""
+        """``Lam`` (block diagonal, ``I_L (x) Lk`` per term) at ``theta``; the last one is kept (an iteration
+        asks for it several times), read-only."""
+        theta = np.asarray(theta, dtype=float)
+        cached = self._lam_cache
+        if cached is not None and np.array_equal(cached[0], theta):
+            return cached[1]
         out = self._lambda_pattern.copy()
         out.data = self.elements(theta)[self._lambda_element_index]
+        out.data.flags.writeable = False
+        self._lam_cache = (theta.copy(), out)
         return out
 
     def _theta_pairs(self):
@@ -331,7 +340,7 @@ class MixedModelEquations(ScoreMixin):
         schur = prod.XtWX - CvB.T @ B if self.q else prod.XtWX
         if self.p:
             chol = scipy.linalg.cholesky(schur, lower=True)
-            beta = scipy.linalg.cho_solve((chol, True), prod.XtWy - B.T @ rhs_v)
+            beta = scipy.linalg.cho_solve((chol, True), prod.XtWy - B.T @ rhs_v, check_finite=False)
             logdet_schur = float(2.0 * np.sum(np.log(np.diag(chol))))
         else:
             chol, beta, logdet_schur = np.zeros((0, 0)), np.zeros(0), 0.0
@@ -372,13 +381,14 @@ class MixedModelEquations(ScoreMixin):
             if not (self.reml and self.p):
                 return WQ
             X = self.cross.sparse_X if self.cross.sparse_X is not None else self.X  # indicator columns: sparse
-            return WQ - prod.weight(X @ scipy.linalg.cho_solve((ev.schur_chol, True), np.asarray(X.T @ WQ)))
+            return WQ - prod.weight(X @ scipy.linalg.cho_solve((ev.schur_chol, True), np.asarray(X.T @ WQ),
+                                                                   check_finite=False))
         lam = self.lam(ev.theta)
-        rv = lam.T @ (self.Z.T @ WQ)
+        rv = lam.T @ (self.Zt @ WQ)
         cv = self.factor_at(ev.theta).solve(rv)
         if self.reml and self.p:
             rb = self.X.T @ WQ - ev.B.T @ rv
-            bq = scipy.linalg.cho_solve((ev.schur_chol, True), rb)
+            bq = scipy.linalg.cho_solve((ev.schur_chol, True), rb, check_finite=False)
             vq = cv - ev.B @ bq
             return WQ - prod.weight(self.X @ bq + self.Z @ (lam @ vq))
         return WQ - prod.weight(self.Z @ (lam @ cv))
@@ -386,7 +396,7 @@ class MixedModelEquations(ScoreMixin):
     @staticmethod
     def absorbed_fixed(ev: Evaluation) -> np.ndarray:
         """``B Sb^{-1/2}`` (q x p): ``C*^-1_vv = Cvv^-1 + (B Sb^{-1/2})(B Sb^{-1/2})'`` when the fixed effects are absorbed."""
-        return scipy.linalg.solve_triangular(ev.schur_chol, ev.B.T, lower=True).T
+        return scipy.linalg.solve_triangular(ev.schur_chol, ev.B.T, lower=True, check_finite=False).T
 
     def level_blocks(self, ev: Evaluation, S, k: int, reml: bool | None = None) -> np.ndarray:
         """``(L, m, m)`` diagonal blocks of the vv-part of ``C*^-1`` for term ``k``.

@@ -108,8 +108,8 @@ def residual_gradient(mme, ev, S, derivatives: list[np.ndarray], sigma2: float |
             sb_inv, _ = scipy.linalg.lapack.dpotri(ev.schur_chol, lower=True)
             T += cross.xx.adjoint_lower(sb_inv)
         else:  # tr(Sb^-1 F'dWF) = tr(H' dW H) with H = F Sb^{-T/2}: no p x p inverse
-            F = mme.X - (mme.Z @ mme.lam(ev.theta)) @ ev.B if mme.q else mme.X
-            H = scipy.linalg.solve_triangular(ev.schur_chol, np.asarray(F).T, lower=True).T
+            F = mme.X - mme.Z @ (mme.lam(ev.theta) @ ev.B) if mme.q else mme.X
+            H = scipy.linalg.solve_triangular(ev.schur_chol, np.asarray(F).T, lower=True, check_finite=False).T
             T += _row_dots(H, rows, cols)
     return np.array([float(T @ dw) for dw in derivatives])
 

@@ -88,10 +88,10 @@ class ScoreMixin:
             if not sp.issparse(S):
                 Fv = Fv.toarray()  # the dense path slices columns of Fv once per element
             trace = np.array([column_dots(S, Fv, xs, ys).sum() for xs, ys in self._pairs])
-        Zte = self.Z.T @ ev.w_resid
+        Zte = self.Zt @ ev.w_resid
         use_fixed = self.reml and self.p
         if use_fixed:
-            W = scipy.linalg.cho_solve((ev.schur_chol, True), ev.B.T).T        # B Sb^-1  (q x p)
+            W = scipy.linalg.cho_solve((ev.schur_chol, True), ev.B.T, check_finite=False).T  # B Sb^-1 (q x p)
             H = np.asarray((prod.ZtWZ @ (lam @ ev.B))).T - prod.ZtWX.T           # B'Fv - Fb  (p x q)
         quad = np.zeros(n_el)
         Q = np.zeros((self.n, n_el)) if variates else None
@@ -149,7 +149,8 @@ class ScoreMixin:
 
     def _eta_variates(self, ev) -> np.ndarray:
         """Working variates of the residual parameters (see :meth:`precision_variates`)."""
-        dWe = np.column_stack([self.residual.on_pattern(dw) @ ev.resid
+        rows, cols = self.cross.w_rows, self.cross.w_cols  # dW e as a sum over the stored entries of dW
+        dWe = np.column_stack([np.bincount(rows, weights=dw * ev.resid[cols], minlength=self.n)
                                for dw in self.residual_derivatives(ev.theta)])
         return -self.cross.covariance_times(self.eta(ev.theta), dWe)
 
