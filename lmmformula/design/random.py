@@ -121,7 +121,8 @@ def _codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
         codes, uniques = pd.factorize(col, sort=True)
     except TypeError:  # values that cannot be sorted together, e.g. 1 and "1"
         codes, uniques = pd.factorize(col, sort=False)
-    labels = [_label(u) for u in uniques]
+    textual = not pd.api.types.is_numeric_dtype(uniques.dtype)  # Python strings at once (arrow-backed columns)
+    labels = [_label(u) for u in (uniques.tolist() if textual else uniques)]
     if len(set(labels)) < len(labels):
         same = next(lab for lab in labels if labels.count(lab) > 1)
         raise DataError(f"the grouping column '{col.name}' holds different values that print alike ({same!r}, e.g. "

@@ -128,6 +128,7 @@ class CrossProducts:
 
     def __init__(self, y: np.ndarray, X: np.ndarray, Z: sp.csc_matrix, residual: ResidualStructure | None):
         self.y, self.X, self.Z, self.residual = y, X, Z, residual
+        self._Zt = Z.T.tocsr()
         self.n_eta = residual.n_params if residual is not None else 0
         if residual is None:
             w_pattern = sp.identity(y.size, format="csc")
@@ -176,10 +177,10 @@ class CrossProducts:
                 ZtWX, XtWX = self.zx(w), self.xx(w)
             else:
                 WX = W @ X
-                ZtWX, XtWX = np.asarray(Z.T @ WX), X.T @ WX
+                ZtWX, XtWX = np.asarray(self._Zt @ WX), X.T @ WX
             Wy = W @ y
             prod = WeightedProducts(eta=key, W=W, logdet_r=float(logdet_r), ZtWZ=ZtWZ, ZtWX=ZtWX, XtWX=XtWX,
-                                    ZtWy=np.asarray(Z.T @ Wy).ravel(), XtWy=X.T @ Wy)
+                                    ZtWy=np.asarray(self._Zt @ Wy).ravel(), XtWy=X.T @ Wy)
         if len(self._cache) >= self.CACHE_SIZE:
             oldest = next(iter(self._cache))
             self._cache.pop(oldest)

@@ -36,7 +36,8 @@ class SparseFactor:
         """The upper triangle of the symmetric ``A`` (qdldl reads only that), taken by a stored mask while
         ``A`` keeps its pattern: qdldl's own extraction costs more than the numeric refactorization of a
         small block."""
-        A = sp.csc_matrix(A)
+        if getattr(A, "format", None) != "csc":
+            A = sp.csc_matrix(A)
         p = self._pattern
         if p is None or not (np.array_equal(p[0], A.indptr) and np.array_equal(p[1], A.indices)):
             cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))

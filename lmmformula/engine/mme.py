@@ -227,8 +227,13 @@ class MixedModelEquations(ScoreMixin):
         out = self._lambda_pattern.copy()
         out.data = self.elements(theta)[self._lambda_element_index]
         out.data.flags.writeable = False
-        self._lam_cache = (theta.copy(), out)
+        self._lam_cache = (theta.copy(), out, out.T)
         return out
+
+    def lam_t(self, theta: np.ndarray) -> sp.csr_matrix:
+        """``Lam'`` at ``theta`` (kept with :meth:`lam`)."""
+        self.lam(theta)
+        return self._lam_cache[2]
 
     def _theta_pairs(self):
         """For each element ``Lk[r, s]``: indices (x, y) = ((l, s), (l, r)) over the levels l."""
@@ -331,8 +336,9 @@ class MixedModelEquations(ScoreMixin):
         prod = self.products(theta)
         fac = self.factorize(theta, lam)
         if self.q:
-            CvB = np.asarray(lam.T @ prod.ZtWX)
-            rhs_v = lam.T @ prod.ZtWy
+            lam_t = self.lam_t(theta)
+            CvB = np.asarray(lam_t @ prod.ZtWX)
+            rhs_v = lam_t @ prod.ZtWy
             cv = fac.solve(rhs_v)
             B = fac.solve(CvB) if self.p else np.zeros((self.q, 0))
         else:
@@ -384,7 +390,7 @@ class MixedModelEquations(ScoreMixin):
             return WQ - prod.weight(X @ scipy.linalg.cho_solve((ev.schur_chol, True), np.asarray(X.T @ WQ),
                                                                    check_finite=False))
         lam = self.lam(ev.theta)
-        rv = lam.T @ (self.Zt @ WQ)
+        rv = self.lam_t(ev.theta) @ (self.Zt @ WQ)
         cv = self.factor_at(ev.theta).solve(rv)
         if self.reml and self.p:
             rb = self.X.T @ WQ - ev.B.T @ rv
