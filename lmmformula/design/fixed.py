@@ -153,7 +153,7 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         )
     return FixedDesign(
         y=y,
-        X=np.ascontiguousarray(X[:, kept]),
+        X=np.ascontiguousarray(X if len(kept) == X.shape[1] else X[:, kept]),
         names=tuple(r_style_name(full_names[j]) for j in kept),
         spec=rhs.model_spec,
         kept=np.asarray(kept, dtype=int),

@@ -63,12 +63,10 @@ class BilinearMap:
         else:
             out, n_out = np.searchsorted(out_keys, b * self.shape[0] + a), out_keys.size
         vals = A.data[ia] * B.data[ib]
-        G = sp.csr_matrix((vals, (out, k)), shape=(n_out, rows.size))
-        self._G, self._Gt = G, G.T.tocsr()
-        self._Gt_lower = None
-        if out_keys is None and self._symmetric:  # symmetric M'WM: adjoint reading the lower triangle only
-            lower = np.maximum(a, b) * self.shape[1] + np.minimum(a, b)
-            self._Gt_lower = sp.csr_matrix((vals, (k, lower)), shape=(rows.size, n_out))
+        self._G = sp.csr_matrix((vals, (out, k)), shape=(n_out, rows.size))
+        self._Gt = self._Gt_lower = None  # the adjoints, built when first asked for
+        self._lower = (vals, k, np.maximum(a, b) * self.shape[1] + np.minimum(a, b)) \
+            if out_keys is None and self._symmetric else None
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         """``M'WN``: dense, or its values on the output pattern."""
@@ -90,6 +88,8 @@ class BilinearMap:
             Tm = sp.csc_matrix((np.asarray(T, dtype=float), (keys % self.shape[0], keys // self.shape[0])),
                                shape=self.shape)
             return np.asarray(self._B.multiply(self._A @ Tm).sum(axis=1)).ravel()
+        if self._Gt is None:
+            self._Gt = self._G.T.tocsr()
         return self._Gt @ np.ravel(T)
 
     def adjoint_lower(self, T: np.ndarray) -> np.ndarray:
@@ -98,6 +98,9 @@ class BilinearMap:
         if self.lazy:
             T = np.tril(T)
             return self.adjoint(T + np.tril(T, -1).T)
+        if self._Gt_lower is None:  # symmetric M'WM: an adjoint reading the lower triangle only
+            vals, k, lower = self._lower
+            self._Gt_lower = sp.csr_matrix((vals, (k, lower)), shape=(self._G.shape[1], self._G.shape[0]))
         return self._Gt_lower @ np.ravel(T)
 
 
@@ -149,9 +152,9 @@ class CrossProducts:
         if residual is not None:
             self.w_rows = w_pattern.indices
             self.w_cols = np.repeat(np.arange(w_pattern.shape[1]), np.diff(w_pattern.indptr))
-            self.zz = BilinearMap(Z, Z, self.w_rows, self.w_cols, self._keys)
+            self.zz = BilinearMap(Z, Z, self.w_rows, self.w_cols, self._keys) if Z.shape[1] else None
             if self.sparse_X is not None:
-                self.zx = BilinearMap(Z, self.sparse_X, self.w_rows, self.w_cols)
+                self.zx = BilinearMap(Z, self.sparse_X, self.w_rows, self.w_cols) if Z.shape[1] else None
                 self.xx = BilinearMap(self.sparse_X, self.sparse_X, self.w_rows, self.w_cols)
 
     CACHE_SIZE = 6  # the iterate, its finite-difference neighbours and a line-search trial
@@ -172,9 +175,10 @@ class CrossProducts:
             w, logdet_r = self.residual.precision_values(np.asarray(key))
             W = self.residual.on_pattern(w)
             ZtWZ = self.ztwz_pattern.copy()
-            ZtWZ.data = self.zz(w)
+            ZtWZ.data = self.zz(w) if self.zz is not None else np.zeros(0)
             if self.sparse_X is not None:
-                ZtWX, XtWX = self.zx(w), self.xx(w)
+                ZtWX = self.zx(w) if self.zx is not None else np.zeros((0, X.shape[1]))
+                XtWX = self.xx(w)
             else:
                 WX = W @ X
                 ZtWX, XtWX = np.asarray(self._Zt @ WX), X.T @ WX
