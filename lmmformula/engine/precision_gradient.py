@@ -99,7 +99,12 @@ def residual_gradient(mme, ev, S, derivatives: list[np.ndarray], sigma2: float |
     rows, cols = cross.w_rows, cross.w_cols
     dof = mme.n - mme.p if mme.reml else mme.n
     coef = dof / ev.pwrss if sigma2 is None else 1.0 / sigma2
-    T = coef * ev.resid[rows] * ev.resid[cols] - mme.residual.covariance_values(mme.eta(ev.theta))
+    eta = mme.eta(ev.theta)
+    complete = mme.residual.cells.size == mme.residual.n_cells
+    # -tr(R~ dW_j) = d log|R~| / d eta_j: in closed form when every cell of the grid is observed
+    T = coef * ev.resid[rows] * ev.resid[cols]
+    if not complete:
+        T -= mme.residual.covariance_values(eta)
     if mme.q:
         T += cross.zz.adjoint(_lam_s_lam(mme, ev.theta, S))
     if mme.reml and mme.p:
@@ -111,7 +116,10 @@ def residual_gradient(mme, ev, S, derivatives: list[np.ndarray], sigma2: float |
             F = mme.X - mme.Z @ (mme.lam(ev.theta) @ ev.B) if mme.q else mme.X
             H = scipy.linalg.solve_triangular(ev.schur_chol, np.asarray(F).T, lower=True, check_finite=False).T
             T += _row_dots(H, rows, cols)
-    return np.array([float(T @ dw) for dw in derivatives])
+    out = np.array([float(T @ dw) for dw in derivatives])
+    if complete:
+        out += [mme.residual.log_det_derivative(eta, j) for j in range(len(derivatives))]
+    return out
 
 
 def grouping_gradient(mme, ev, S, sigma2: float | None = None) -> np.ndarray:
