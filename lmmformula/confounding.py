@@ -280,6 +280,8 @@ def _same_partitions(blocks) -> list[str]:
     (1 | treatment:subject)`` with subjects nested in treatments, or ``(1 | gen:env) + diag(0 + env | gen)``):
     the same effects counted twice."""
     out = []
+    if len(blocks) < 2:
+        return out
     supports = [_column_supports(b) for b in blocks]
     for i, a in enumerate(blocks):
         for j, b in enumerate(blocks):

@@ -253,7 +253,7 @@ class LMM:
         return FitResult(formula=self.formula, method=method, mme=mme, evaluation=ev, optimizer=opt,
                          fixed_names=d.fixed.names, dropped_fixed=d.fixed.dropped, response=d.fixed.response,
                          n_dropped=d.n_dropped, algorithm=algorithm, fixed_design=d.fixed, frame=d.frame,
-                         model=self, options=options, data_sha256=self.data_sha256)
+                         model=self, options=options)
 
     @property
     def data_sha256(self) -> str:

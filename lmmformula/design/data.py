@@ -165,7 +165,8 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
             "weights() in the formula: observation weights are not supported in this version; fit the "
             "unweighted model, or scale the response and covariates by sqrt(weight) for known residual variances"
         )
-    duplicated = [c for c in columns if (data.columns == c).sum() > 1]
+    repeated = set(data.columns[data.columns.duplicated()])
+    duplicated = [c for c in columns if c in repeated]
     if duplicated:
         raise DataError(
             f"the data has more than one column named '{duplicated[0]}'; rename the duplicates"

@@ -64,7 +64,12 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
     frame: object = field(default=None, repr=False)         # the complete-case rows (never modified)
     model: object = field(default=None, repr=False)         # the LMM that produced this fit (for refit)
     options: dict = field(default=None, repr=False)         # fit options: tol, max_iter, start
-    data_sha256: str = field(default="", repr=False)        # fingerprint of the data (serialize.data_fingerprint)
+
+    @cached_property
+    def data_sha256(self) -> str:
+        """SHA-256 fingerprint of the data used (``serialize.data_fingerprint``), computed when first asked for:
+        the fit's rows are never modified, so it is the fingerprint at fitting time."""
+        return self.model.data_sha256 if self.model is not None else ""
 
     # ---- scalar summaries -----------------------------------------------------------------
     @property
