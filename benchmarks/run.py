@@ -6,8 +6,10 @@ Usage::
     python benchmarks/run.py --quick    # small cases, lmmformula only (what CI runs)
     python benchmarks/run.py --only AR1  # the cases whose name contains "AR1"
 
-For each case it prints n, the size of the random block of C, lmmformula's median time over
-repeats (after import and JIT warm-up), its iterations and peak memory, the same fit's median time in
+For each case it prints n, the size of the random block of C, lmmformula's median and minimum time over
+repeats (after import and JIT warm-up), its iterations and peak memory, a yardstick of the machine's speed
+during the run (a fixed workload timed before and after the cases: this shared machine's speed varies by up to
+2x from minute to minute), the same fit's median time in
 lme4 and statsmodels MixedLM where available, the time ratios, and the largest log-likelihood difference.
 A fast wrong answer is a failure: the script exits with status 1 when a log-likelihood differs by
 more than 1e-3 from lme4's (structured models, which lme4 cannot fit, are checked against dense brute force
@@ -185,7 +187,25 @@ def time_lmmformula(data, formula, repeats, options=None):
         t0 = time.perf_counter()
         fit = lmf.LMM.from_formula(formula, data, **options).fit()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times)), fit
+    return float(np.median(times)), float(np.min(times)), fit
+
+
+def reference_workload(repeats: int = 15) -> tuple[float, float]:
+    """Median and minimum seconds of a fixed mix of interpreted Python and small numpy calls (the kind of work
+    that dominates small fits): a yardstick of how fast this shared machine ran during the benchmark."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(60, 60))
+    A = A @ A.T + 60 * np.eye(60)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(50_000):
+            total += i * i
+        for _ in range(500):
+            np.linalg.cholesky(A)[np.arange(60), np.arange(60)].sum()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), float(np.min(times))
 
 
 R_SCRIPT = r"""
@@ -257,6 +277,7 @@ def main(argv=None) -> int:
     ap.add_argument("--large", action="store_true", help="also the large cases (the 100,000-animal model)")
     args = ap.parse_args(argv)
     rows, failed = [], False
+    yardstick = [reference_workload()]
     for name, loader, formula, sm_spec, tier in CASES:
         if (args.quick and tier is not True) or (tier == "large" and not args.large) or (
                 args.only and args.only not in name):
@@ -265,24 +286,27 @@ def main(argv=None) -> int:
         data, options = loaded if isinstance(loaded, tuple) else (loaded, {})
         heavy = data.shape[0] > 50_000 or tier == "large"  # minutes per lme4 fit: fewer repeats
         repeats = min(args.repeats, 3) if heavy else args.repeats
-        t, fit = time_lmmformula(data, formula, repeats, options)
+        t, t_min, fit = time_lmmformula(data, formula, repeats, options)
         no_lme4 = args.quick or ":ar1(" in formula or "vm(" in formula
         r = None if no_lme4 else time_lme4(data, formula, repeats)
         s = None if args.quick else time_statsmodels(data, sm_spec, repeats)
         dll = abs(fit.loglik - r["loglik"]) if r else np.nan
         failed |= bool(dll > 1e-3)
         rows.append({
-            "case": name, "n": fit.n_obs, "q": fit.mme.q, "lmmformula_s": t, "iter": fit.n_iter,
+            "case": name, "n": fit.n_obs, "q": fit.mme.q, "lmmformula_s": t, "min_s": t_min, "iter": fit.n_iter,
             "lme4_s": r["time"] if r else np.nan, "lme4/lmmf": (r["time"] / t) if r else np.nan,
             "statsmodels_s": s["time"] if s else np.nan, "sm/lmmf": (s["time"] / t) if s else np.nan,
             "|dlogLik| lme4": dll,
             "|dlogLik| sm": abs(fit.loglik - s["loglik"]) if s else np.nan,
         })
+    yardstick.append(reference_workload())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
         print(table.to_string(index=False))
     print(f"peak RSS of this process: {peak:.0f} MB")
+    print("machine speed (a fixed Python + numpy workload, median / min ms), before and after the cases: "
+          + ", ".join(f"{1e3 * med:.1f} / {1e3 * low:.1f}" for med, low in yardstick))
     if not args.quick and table["lme4_s"].notna().any():
         print(f"R's BLAS (lme4's times depend on it): {r_blas()}")
     if failed:
