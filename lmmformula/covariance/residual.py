@@ -164,12 +164,24 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         caller differentiates numerically)."""
         if self._gather_plan() is not None:
             if self.cells.size != self.n_cells:
-                return self._schur(eta, derivatives=True)
+                return self._schur(eta, derivatives=True)[0]
             return [self._gathered(eta, dj) for dj in self._parameters()]
         if self.cells.size != self.n_cells:
             return None
         obs = self.cells
         return [self._on_pattern(self.full_precision_derivative(eta, j)[obs][:, obs]) for j in range(self.n_params)]
+
+    def observed_log_det_derivatives(self, eta: np.ndarray) -> np.ndarray | None:
+        """``d log|R~_oo| / d eta_j`` for every parameter: ``d log|R~| / d eta_j`` on a complete grid, plus
+        ``sum_g tr(A_g^-1 dA_g)`` over the groups of unobserved cells otherwise (``log|R~_oo| = log|W_mm| -
+        log|W|`` with ``W_mm`` block diagonal over the groups, ``A_g = W_gg``); None for very long dimensions
+        with unobserved cells."""
+        full = np.array([self.log_det_derivative(eta, j) for j in range(self.n_params)])
+        if self.cells.size == self.n_cells:
+            return full
+        if self._gather_plan() is None:
+            return None
+        return full + self._schur(eta, derivatives=True)[1]
 
     def _schur_plan(self):
         """Index arrays for :meth:`_schur`, per group of unobserved cells: the grid positions (per non-identity
@@ -260,12 +272,18 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         or (``derivatives``) the list of its derivatives in every parameter, from entries gathered out of dense
         per-dimension factors, one group of unobserved cells at a time
         (``dS = dW_oo - sum_g (dB A^-1 B' + B A^-1 dB' - B A^-1 dA A^-1 B')``, ``A = W_gg``, ``B = W_og``)."""
+        if derivatives:
+            key = tuple(float(x) for x in np.asarray(eta, dtype=float).ravel())
+            cached = self.__dict__.get("_schur_derivatives")
+            if cached is not None and cached[0] == key:
+                return cached[1]
         Qs = self._dense_factors(eta, None)
         params = self._parameters() if derivatives else [None]
         # entries of dW are products with one differentiated factor (the parameter belongs to one dimension)
         dQs = [self._dense_factors(eta, dj) for dj in params] if derivatives else [Qs]
         vals = [self._gathered_from(dQ) for dQ in dQs]
         logdet_mm = 0.0
+        dlogdet_mm = np.zeros(len(params))  # d log|W_mm| / d eta_j = sum_g tr(A^-1 dA)
         for a_idx, b_idx, where in self._schur_plan():
             A = self._block(Qs, a_idx)
             B = self._block(Qs, b_idx)
@@ -275,12 +293,18 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
                 half = np.linalg.solve(chol, B.T)
                 vals[0][where] -= (half.T @ half).ravel()
                 continue
-            M = np.linalg.solve(A, B.T)          # A^-1 B'
-            for dQ, v in zip(dQs, vals):
+            A_inv = np.linalg.inv(A)
+            M = A_inv @ B.T                      # A^-1 B'
+            for j, (dQ, v) in enumerate(zip(dQs, vals)):
+                dA = self._block(dQ, a_idx)
                 dU = self._block(dQ, b_idx) @ M
-                v[where] -= (dU + dU.T - M.T @ self._block(dQ, a_idx) @ M).ravel()
+                v[where] -= (dU + dU.T - M.T @ dA @ M).ravel()
+                dlogdet_mm[j] += float(np.sum(A_inv * dA))
         if derivatives:
-            return vals
+            for v in vals:
+                v.flags.writeable = False  # shared through the cache
+            object.__setattr__(self, "_schur_derivatives", (key, (vals, dlogdet_mm)))
+            return vals, dlogdet_mm
         return vals[0], logdet_mm + self.log_det(eta)
 
     def full_precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix:
@@ -304,10 +328,10 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         M2 = M.reshape(M.shape[0], -1)
         grid = np.zeros((self.n_cells, M2.shape[1]))
         grid[self.cells] = M2
-        grid = grid.reshape([d.size for d in self.dimensions] + [M2.shape[1]])
+        sizes = [d.size for d in self.dimensions]
         for axis, R in enumerate(self._dense_covariances(eta)):
-            if R is not None:
-                grid = np.moveaxis(np.tensordot(R, grid, axes=([1], [axis])), 0, axis)
+            if R is not None:  # R_d along this axis: (before, size_d, after) blocks, one broadcast product
+                grid = R @ grid.reshape(int(np.prod(sizes[:axis])), sizes[axis], -1)
         out = grid.reshape(self.n_cells, M2.shape[1])[self.cells]
         return out[:, 0] if vec else out
 

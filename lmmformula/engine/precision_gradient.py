@@ -100,10 +100,10 @@ def residual_gradient(mme, ev, S, derivatives: list[np.ndarray], sigma2: float |
     dof = mme.n - mme.p if mme.reml else mme.n
     coef = dof / ev.pwrss if sigma2 is None else 1.0 / sigma2
     eta = mme.eta(ev.theta)
-    complete = mme.residual.cells.size == mme.residual.n_cells
-    # -tr(R~ dW_j) = d log|R~| / d eta_j: in closed form when every cell of the grid is observed
+    # -tr(R~ dW_j) = d log|R~_oo| / d eta_j, in closed form (None: very long dimensions with unobserved cells)
+    log_det_terms = mme.residual.observed_log_det_derivatives(eta)
     T = coef * ev.resid[rows] * ev.resid[cols]
-    if not complete:
+    if log_det_terms is None:
         T -= mme.residual.covariance_values(eta)
     if mme.q:
         T += cross.zz.adjoint(_lam_s_lam(mme, ev.theta, S))
@@ -117,8 +117,8 @@ def residual_gradient(mme, ev, S, derivatives: list[np.ndarray], sigma2: float |
             H = scipy.linalg.solve_triangular(ev.schur_chol, np.asarray(F).T, lower=True, check_finite=False).T
             T += _row_dots(H, rows, cols)
     out = np.array([float(T @ dw) for dw in derivatives])
-    if complete:
-        out += [mme.residual.log_det_derivative(eta, j) for j in range(len(derivatives))]
+    if log_det_terms is not None:
+        out += log_det_terms
     return out
 
 
