@@ -59,7 +59,9 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
 
     @property
     def n_cells(self) -> int:
-        return int(np.prod([d.size for d in self.dimensions]))
+        if "_n_cells" not in self.__dict__:
+            object.__setattr__(self, "_n_cells", int(np.prod([d.size for d in self.dimensions])))
+        return self.__dict__["_n_cells"]
 
     @property
     def is_field(self) -> bool:
@@ -77,7 +79,9 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
     def split(self, eta: np.ndarray) -> list[np.ndarray]:
         """``eta`` cut into the parameters of each dimension."""
         eta = np.asarray(eta, dtype=float)
-        bounds = np.cumsum([0] + [d.n_params for d in self.dimensions])
+        if "_split_bounds" not in self.__dict__:
+            object.__setattr__(self, "_split_bounds", np.cumsum([0] + [d.n_params for d in self.dimensions]).tolist())
+        bounds = self.__dict__["_split_bounds"]
         return [eta[bounds[i]:bounds[i + 1]] for i in range(len(self.dimensions))]
 
     def initial_eta(self) -> np.ndarray:

@@ -98,10 +98,15 @@ class BilinearMap:
         if self.lazy:
             T = np.tril(T)
             return self.adjoint(T + np.tril(T, -1).T)
-        if self._Gt_lower is None:  # symmetric M'WM: an adjoint reading the lower triangle only
+        T = np.asarray(T)
+        fortran = T.flags.f_contiguous and not T.flags.c_contiguous  # LAPACK's output: read in place
+        if self._Gt_lower is None:  # symmetric M'WM: adjoints reading the lower triangle only
             vals, k, lower = self._lower
-            self._Gt_lower = sp.csr_matrix((vals, (k, lower)), shape=(self._G.shape[1], self._G.shape[0]))
-        return self._Gt_lower @ np.ravel(T)
+            p = self.shape[1]
+            shape = (self._G.shape[1], self._G.shape[0])
+            self._Gt_lower = (sp.csr_matrix((vals, (k, lower)), shape=shape),
+                              sp.csr_matrix((vals, (k, (lower % p) * p + lower // p)), shape=shape))
+        return self._Gt_lower[1] @ T.ravel(order="F") if fortran else self._Gt_lower[0] @ T.ravel()
 
 
 @dataclass(frozen=True)
