@@ -88,7 +88,10 @@ class SparseFactor:
             self._layout_key = (L.nnz, L.indptr.copy())
             self._dense_from = dense_start(L)
             self._trailing = trailing_positions(L, self._dense_from)
-        return takahashi(L, d, p, dense_from=self._dense_from, layout=self._layout, trailing=self._trailing)
+            self._index64 = (L.indptr.astype(np.int64), L.indices.astype(np.int64),
+                             int(np.diff(L.indptr).max(initial=0)))
+        return takahashi(L, d, p, dense_from=self._dense_from, layout=self._layout, trailing=self._trailing,
+                         index64=self._index64)
 
 
 class DenseFactor:

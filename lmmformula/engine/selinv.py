@@ -139,7 +139,7 @@ def trailing_positions(L: sp.csc_matrix, t: int):
 
 
 def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int | None = None,
-              layout=None, trailing=None) -> sp.csc_matrix:
+              layout=None, trailing=None, index64=None) -> sp.csc_matrix:
     """Entries of ``A^{-1}`` on the pattern of ``L + L'``, in the original ordering.
 
     Parameters
@@ -156,6 +156,8 @@ def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int
         :func:`inverse_layout` of this factor pattern (computed when not given).
     trailing : tuple, optional
         :func:`trailing_positions` of this factor pattern and ``dense_from``.
+    index64 : tuple, optional
+        ``L.indptr`` and ``L.indices`` as int64 and the longest column's length (fixed for a fixed pattern).
 
     Returns
     -------
@@ -170,10 +172,11 @@ def takahashi(L: sp.csc_matrix, d: np.ndarray, perm: np.ndarray, dense_from: int
     d = np.asarray(d, dtype=np.float64)
     t = dense_start(L) if dense_from is None else int(dense_from)
     Zd = np.ascontiguousarray(_dense_trailing_inverse(L, d, t, trailing))
-    counts = np.diff(L.indptr)
-    acc = np.empty(int(counts.max(initial=0)))
-    missing = _takahashi_kernel(n, t, L.indptr.astype(np.int64), L.indices.astype(np.int64),
-                                L.data.astype(np.float64), d, zx, zd, Zd, acc)
+    if index64 is None:
+        index64 = (L.indptr.astype(np.int64), L.indices.astype(np.int64), int(np.diff(L.indptr).max(initial=0)))
+    indptr64, indices64, longest = index64
+    missing = _takahashi_kernel(n, t, indptr64, indices64, np.ascontiguousarray(L.data, dtype=np.float64), d,
+                                zx, zd, Zd, np.empty(longest))
     if missing:
         raise RuntimeError("selected inversion: factor pattern is not closed under elimination")
     if layout is None:
