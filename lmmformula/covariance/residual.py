@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from ..sparsepattern import pattern_keys, values_on
 from .dimension import VARIANCE_KINDS, ResidualDimension
+from .missing import MissingPlan, SchurPlan, missing_plan
 
 __all__ = ["ResidualStructure"]
 
@@ -187,40 +188,13 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             return None
         return full + self._schur(eta, derivatives=True)[1]
 
-    def _schur_plan(self):
-        """Index arrays for :meth:`_schur`, per group of unobserved cells: the grid positions (per non-identity
-        dimension) of the entries of its block ``A = W_gg`` and of its border ``B = W_og`` with the observed
-        neighbours, and where the group's update lands in the pattern."""
+    def _schur_plan(self) -> SchurPlan:
+        """Gather positions of every group of unobserved cells (:class:`~lmmformula.covariance.missing.SchurPlan`)."""
         if "_schur_cache" not in self.__dict__:
             indptr, indices, shape, _ = self._gather_plan()
             keys = np.repeat(np.arange(shape[1]), np.diff(indptr)).astype(np.int64) * shape[0] + indices
-            plan = self._plan()
-            sizes = [d.size for d in self.dimensions]
-            miss_pos = np.unravel_index(plan.missing, sizes)
-            groups = []
-            for comp, nb in zip(plan.components, plan.neighbours):
-                where = np.searchsorted(keys, (np.tile(nb, nb.size).astype(np.int64) * shape[0]
-                                               + np.repeat(nb, nb.size)))
-                a_idx, b_idx = [], []
-                for d, mp in zip(self.dimensions, miss_pos):
-                    m = mp[comp]
-                    a_pair = (m[:, None], m[None, :])
-                    b_pair = (d.positions[nb][:, None], m[None, :])
-                    if d.kind == "id":  # identity: entries vanish off the diagonal of this dimension
-                        a_pair, b_pair = (a_pair[0] == a_pair[1]).astype(float), (b_pair[0] == b_pair[1]).astype(float)
-                    a_idx.append(a_pair)
-                    b_idx.append(b_pair)
-                groups.append((a_idx, b_idx, where))
-            object.__setattr__(self, "_schur_cache", groups)
+            object.__setattr__(self, "_schur_cache", SchurPlan(self.dimensions, self._plan(), keys, shape[0]))
         return self.__dict__["_schur_cache"]
-
-    @staticmethod
-    def _block(Qs, index) -> np.ndarray:
-        """``prod_d Q_d[index_d]`` for index pairs from :meth:`_schur_plan` (a fixed 0/1 mask for identities)."""
-        out = 1.0
-        for Q, idx in zip(Qs, index):
-            out = out * (idx if Q is None else Q[idx[0], idx[1]])
-        return out
 
     def _dense_factors(self, eta: np.ndarray, derivative: tuple[int, int] | None) -> list[np.ndarray | None]:
         """Dense ``Q_d`` (``dQ_d`` for the differentiated dimension) per dimension; None for identities.
@@ -273,43 +247,27 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
 
     def _schur(self, eta: np.ndarray, derivatives: bool = False):
         """Values on the pattern of the observed-cell precision ``W_oo - W_om W_mm^-1 W_mo`` and ``log|R~_oo|``,
-        or (``derivatives``) the list of its derivatives in every parameter, from entries gathered out of dense
-        per-dimension factors, one group of unobserved cells at a time
-        (``dS = dW_oo - sum_g (dB A^-1 B' + B A^-1 dB' - B A^-1 dA A^-1 B')``, ``A = W_gg``, ``B = W_og``)."""
-        if derivatives:
-            key = tuple(float(x) for x in np.asarray(eta, dtype=float).ravel())
-            cached = self.__dict__.get("_schur_derivatives")
-            if cached is not None and cached[0] == key:
-                return cached[1]
+        or (``derivatives``, cached for the last ``eta``) the list of its derivatives in every parameter and
+        ``d log|W_mm| / d eta``, from entries gathered out of dense per-dimension factors
+        (:mod:`~lmmformula.covariance.missing`)."""
+        plan = self._schur_plan()
         Qs = self._dense_factors(eta, None)
-        params = self._parameters() if derivatives else [None]
+        if not derivatives:
+            vals = self._gathered_from(Qs)
+            logdet_mm = plan.values(Qs, vals)
+            return vals, logdet_mm + self.log_det(eta)
+        key = tuple(float(x) for x in np.asarray(eta, dtype=float).ravel())
+        cached = self.__dict__.get("_schur_derivatives")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         # entries of dW are products with one differentiated factor (the parameter belongs to one dimension)
-        dQs = [self._dense_factors(eta, dj) for dj in params] if derivatives else [Qs]
-        vals = [self._gathered_from(dQ) for dQ in dQs]
-        logdet_mm = 0.0
-        dlogdet_mm = np.zeros(len(params))  # d log|W_mm| / d eta_j = sum_g tr(A^-1 dA)
-        for a_idx, b_idx, where in self._schur_plan():
-            A = self._block(Qs, a_idx)
-            B = self._block(Qs, b_idx)
-            chol = np.linalg.cholesky(A)         # raises LinAlgError outside the admissible region
-            if not derivatives:
-                logdet_mm += 2.0 * float(np.log(np.diag(chol)).sum())
-                half = np.linalg.solve(chol, B.T)
-                vals[0][where] -= (half.T @ half).ravel()
-                continue
-            A_inv = np.linalg.inv(A)
-            M = A_inv @ B.T                      # A^-1 B'
-            for j, (dQ, v) in enumerate(zip(dQs, vals)):
-                dA = self._block(dQ, a_idx)
-                dU = self._block(dQ, b_idx) @ M
-                v[where] -= (dU + dU.T - M.T @ dA @ M).ravel()
-                dlogdet_mm[j] += float(np.sum(A_inv * dA))
-        if derivatives:
-            for v in vals:
-                v.flags.writeable = False  # shared through the cache
-            object.__setattr__(self, "_schur_derivatives", (key, (vals, dlogdet_mm)))
-            return vals, dlogdet_mm
-        return vals[0], logdet_mm + self.log_det(eta)
+        dQs = [self._dense_factors(eta, dj) for dj in self._parameters()]
+        dvals = np.array([self._gathered_from(dQ) for dQ in dQs]).reshape(len(dQs), -1)
+        dlogdet_mm = plan.derivatives(Qs, dQs, dvals)
+        dvals.flags.writeable = False  # shared through the cache
+        out = (list(dvals), dlogdet_mm)
+        object.__setattr__(self, "_schur_derivatives", (key, out))
+        return out
 
     def full_precision_derivative(self, eta: np.ndarray, j: int) -> sp.csc_matrix:
         """``dW/d eta_j`` on the full grid: the Kronecker product with dimension d's ``dQ_d``."""
@@ -466,41 +424,9 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
             object.__setattr__(self, "_generic_full", self.full_precision(self.generic_eta())[0])
         return self.__dict__["_generic_full"]
 
-    def _plan(self) -> "_MissingPlan":
+    def _plan(self) -> MissingPlan:
         plan = self.__dict__.get("_missing_plan")
         if plan is None:
-            plan = _missing_plan(self)
+            plan = missing_plan(self._generic_full_precision(), self.cells, self.n_cells)
             object.__setattr__(self, "_missing_plan", plan)
         return plan
-
-
-@dataclass(frozen=True)
-class _MissingPlan:
-    missing: np.ndarray                 # unobserved cells
-    components: tuple[np.ndarray, ...]  # positions in `missing` of each connected group
-    neighbours: tuple[np.ndarray, ...]  # observation indices adjacent to each group
-
-
-def _missing_plan(res: ResidualStructure) -> _MissingPlan:
-    """Connected groups of unobserved cells in the graph of the full-grid precision, and their neighbours."""
-    from scipy.sparse.csgraph import connected_components
-
-    W = res._generic_full_precision()
-    obs = res.cells
-    missing = np.setdiff1d(np.arange(res.n_cells), obs)
-    W_mm = W[missing][:, missing]
-    n_comp, label = connected_components(W_mm, directed=False)
-    W_mo = W[missing][:, obs].tocsr()
-    order = np.argsort(label, kind="stable")
-    bounds = np.searchsorted(label[order], np.arange(n_comp + 1))
-    comps, nbs = [], []
-    for c in range(n_comp):
-        comp = order[bounds[c]:bounds[c + 1]]
-        nb = np.unique(W_mo[comp].indices)
-        if nb.size:
-            comps.append(comp)
-            nbs.append(nb)
-        else:  # a group with no observed neighbour only contributes to log|W_mm|
-            comps.append(comp)
-            nbs.append(np.zeros(0, dtype=np.int64))
-    return _MissingPlan(missing=missing, components=tuple(comps), neighbours=tuple(nbs))
