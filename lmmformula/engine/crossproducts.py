@@ -153,6 +153,7 @@ class CrossProducts:
         # indicator columns (a fixed factor with many levels) make X mostly zeros: multiply it sparsely
         density = np.count_nonzero(X) / max(X.size, 1)
         self.sparse_X = sp.csc_matrix(X) if residual is not None and density < 0.2 else None
+        self._sparse_Xt = self.sparse_X.T.tocsr() if self.sparse_X is not None else None
         self.w_rows = self.w_cols = None
         if residual is not None:
             self.w_rows = w_pattern.indices
@@ -189,7 +190,8 @@ class CrossProducts:
                 ZtWX, XtWX = np.asarray(self._Zt @ WX), X.T @ WX
             Wy = W @ y
             prod = WeightedProducts(eta=key, W=W, logdet_r=float(logdet_r), ZtWZ=ZtWZ, ZtWX=ZtWX, XtWX=XtWX,
-                                    ZtWy=np.asarray(self._Zt @ Wy).ravel(), XtWy=X.T @ Wy)
+                                    ZtWy=np.asarray(self._Zt @ Wy).ravel(),
+                                    XtWy=(self._sparse_Xt @ Wy) if self.sparse_X is not None else X.T @ Wy)
         if len(self._cache) >= self.CACHE_SIZE:
             oldest = next(iter(self._cache))
             self._cache.pop(oldest)

@@ -352,7 +352,8 @@ class MixedModelEquations(ScoreMixin):
             chol, beta, logdet_schur = np.zeros((0, 0)), np.zeros(0), 0.0
         v = cv - B @ beta
         u = lam @ v if self.q else v
-        resid = self.y - self.X @ beta - (self.Z @ u if self.q else 0.0)
+        X = self.cross.sparse_X if self.cross.sparse_X is not None else self.X  # indicator columns: sparse
+        resid = self.y - X @ beta - (self.Z @ u if self.q else 0.0)
         w_resid = prod.weight(resid)
         levels = self.level_state(theta)
         pwrss = float(resid @ w_resid + v @ (levels.kinv @ v))
