@@ -117,6 +117,7 @@ class MixedModelEquations(ScoreMixin):
         lam_s = pattern_of(self._lambda_pattern)
         diagonal = lam_s.nnz == self.q and np.array_equal(lam_s.indices, np.arange(self.q))
         spread = self.cross.ztwz_pattern if diagonal else lam_s.T @ self.cross.ztwz_pattern @ lam_s
+        self._lam_diagonal = diagonal  # every term scalar: Lam is a diagonal matrix, applied elementwise
         cpat = (spread + self.levels.pattern()).tocsc()
         cpat.sort_indices()
         self._cvv_pattern = pattern_of(cpat)
@@ -217,23 +218,38 @@ class MixedModelEquations(ScoreMixin):
             J[e0:e1, t0:t1] = c.element_jacobian(theta[t0:t1]) if c.structured else np.eye(t1 - t0)
         return J
 
-    def lam(self, theta: np.ndarray) -> sp.csc_matrix:
-        """``Lam`` (block diagonal, ``I_L (x) Lk`` per term) at ``theta``; the last one is kept (an iteration
-        asks for it several times), read-only."""
+    def lam_values(self, theta: np.ndarray) -> np.ndarray:
+        """The stored values of ``Lam`` at ``theta`` in the CSC order of its pattern (the last ones are kept: an
+        iteration asks for them several times), read-only."""
         theta = np.asarray(theta, dtype=float)
         cached = self._lam_cache
-        if cached is not None and np.array_equal(cached[0], theta):
-            return cached[1]
-        out = self._lambda_pattern.copy()
-        out.data = self.elements(theta)[self._lambda_element_index]
-        out.data.flags.writeable = False
-        self._lam_cache = (theta.copy(), out, out.T)
-        return out
+        if cached is None or not np.array_equal(cached[0], theta):
+            values = self.elements(theta)[self._lambda_element_index]
+            values.flags.writeable = False
+            cached = self._lam_cache = [theta.copy(), values, None]
+        return cached[1]
+
+    def lam(self, theta: np.ndarray) -> sp.csc_matrix:
+        """``Lam`` (block diagonal, ``I_L (x) Lk`` per term) at ``theta`` (kept with :meth:`lam_values`)."""
+        values = self.lam_values(theta)
+        if self._lam_cache[2] is None:
+            out = self._lambda_pattern.copy()
+            out.data = values
+            self._lam_cache[2] = (out, out.T)
+        return self._lam_cache[2][0]
 
     def lam_t(self, theta: np.ndarray) -> sp.csr_matrix:
         """``Lam'`` at ``theta`` (kept with :meth:`lam`)."""
         self.lam(theta)
-        return self._lam_cache[2]
+        return self._lam_cache[2][1]
+
+    def lam_times(self, theta: np.ndarray, x: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """``Lam x`` (``Lam' x`` with ``transpose``) for a vector or the columns of a matrix: elementwise when every
+        term is scalar (a diagonal ``Lam``), a sparse product otherwise."""
+        if self._lam_diagonal:
+            d = self.lam_values(theta)
+            return d * x if np.ndim(x) == 1 else d[:, None] * x
+        return (self.lam_t(theta) if transpose else self.lam(theta)) @ x
 
     def _theta_pairs(self):
         """For each element ``Lk[r, s]``: indices (x, y) = ((l, s), (l, r)) over the levels l."""
@@ -265,8 +281,8 @@ class MixedModelEquations(ScoreMixin):
 
     def cvv(self, theta: np.ndarray, lam: sp.csc_matrix | None = None) -> sp.csc_matrix:
         """``Lam'Z'WZ Lam + K~^-1`` on its fixed pattern (``K~^-1 = I`` unless a grouping is known or structured)."""
-        lam = self.lam(theta) if lam is None else lam
         if self._cvv_map is None:
+            lam = self.lam(theta) if lam is None else lam
             M = lam.T @ self.products(theta).ZtWZ @ lam + self.level_state(theta).kinv
             return scatter(M, self._cvv_pattern, self._cvv_keys)
         kinv = self._kinv_values
@@ -275,7 +291,8 @@ class MixedModelEquations(ScoreMixin):
             if self.n_kappa == 0:
                 self._kinv_values = kinv
         out = self._cvv_pattern.copy()
-        out.data = self._cvv_map(lam.data, self.products(theta).ZtWZ.data) + kinv
+        lam_values = self.lam_values(theta) if lam is None else lam.data
+        out.data = self._cvv_map(lam_values, self.products(theta).ZtWZ.data) + kinv
         return out
 
     def selected_on_cvv(self, S) -> np.ndarray:
@@ -332,13 +349,11 @@ class MixedModelEquations(ScoreMixin):
         return ev
 
     def _evaluate(self, theta: np.ndarray) -> Evaluation:
-        lam = self.lam(theta) if self.q else None
         prod = self.products(theta)
-        fac = self.factorize(theta, lam)
+        fac = self.factorize(theta)
         if self.q:
-            lam_t = self.lam_t(theta)
-            CvB = np.asarray(lam_t @ prod.ZtWX)
-            rhs_v = lam_t @ prod.ZtWy
+            CvB = np.asarray(self.lam_times(theta, prod.ZtWX, transpose=True))
+            rhs_v = self.lam_times(theta, prod.ZtWy, transpose=True)
             cv = fac.solve(rhs_v)
             B = fac.solve(CvB) if self.p else np.zeros((self.q, 0))
         else:
@@ -351,7 +366,7 @@ class MixedModelEquations(ScoreMixin):
         else:
             chol, beta, logdet_schur = np.zeros((0, 0)), np.zeros(0), 0.0
         v = cv - B @ beta
-        u = lam @ v if self.q else v
+        u = self.lam_times(theta, v) if self.q else v
         X = self.cross.sparse_X if self.cross.sparse_X is not None else self.X  # indicator columns: sparse
         resid = self.y - X @ beta - (self.Z @ u if self.q else 0.0)
         w_resid = prod.weight(resid)
@@ -390,15 +405,14 @@ class MixedModelEquations(ScoreMixin):
             X = self.cross.sparse_X if self.cross.sparse_X is not None else self.X  # indicator columns: sparse
             return WQ - prod.weight(X @ scipy.linalg.cho_solve((ev.schur_chol, True), np.asarray(X.T @ WQ),
                                                                    check_finite=False))
-        lam = self.lam(ev.theta)
-        rv = self.lam_t(ev.theta) @ (self.Zt @ WQ)
+        rv = self.lam_times(ev.theta, self.Zt @ WQ, transpose=True)
         cv = self.factor_at(ev.theta).solve(rv)
         if self.reml and self.p:
             rb = self.X.T @ WQ - ev.B.T @ rv
             bq = scipy.linalg.cho_solve((ev.schur_chol, True), rb, check_finite=False)
             vq = cv - ev.B @ bq
-            return WQ - prod.weight(self.X @ bq + self.Z @ (lam @ vq))
-        return WQ - prod.weight(self.Z @ (lam @ cv))
+            return WQ - prod.weight(self.X @ bq + self.Z @ self.lam_times(ev.theta, vq))
+        return WQ - prod.weight(self.Z @ self.lam_times(ev.theta, cv))
 
     @staticmethod
     def absorbed_fixed(ev: Evaluation) -> np.ndarray:

@@ -67,9 +67,9 @@ def _row_dots(H: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 1 
 
 def _lam_s_lam(mme, theta: np.ndarray, S) -> np.ndarray:
     """``Lam S Lam'`` on the pattern of ``Z'WZ`` (values in its CSC order)."""
-    lam = mme.lam(theta)
     if mme._cvv_map is not None:
-        return mme._cvv_map.adjoint(lam.data, mme.selected_on_cvv(S))
+        return mme._cvv_map.adjoint(mme.lam_values(theta), mme.selected_on_cvv(S))
+    lam = mme.lam(theta)
     pattern = mme.cross.ztwz_pattern
     if sp.issparse(S):
         return values_on(lam @ S @ lam.T, mme.cross.pattern_keys, strict=False)
@@ -113,7 +113,7 @@ def residual_gradient(mme, ev, S, derivatives: list[np.ndarray], sigma2: float |
             sb_inv, _ = scipy.linalg.lapack.dpotri(ev.schur_chol, lower=True)
             T += cross.xx.adjoint_lower(sb_inv)
         else:  # tr(Sb^-1 F'dWF) = tr(H' dW H) with H = F Sb^{-T/2}: no p x p inverse
-            F = mme.X - mme.Z @ (mme.lam(ev.theta) @ ev.B) if mme.q else mme.X
+            F = mme.X - mme.Z @ mme.lam_times(ev.theta, ev.B) if mme.q else mme.X
             H = scipy.linalg.solve_triangular(ev.schur_chol, np.asarray(F).T, lower=True, check_finite=False).T
             T += _row_dots(H, rows, cols)
     out = np.array([float(T @ dw) for dw in derivatives])

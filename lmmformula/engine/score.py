@@ -77,14 +77,13 @@ class ScoreMixin:
         """``tr(S_v. W~'Z Lam_i)``, ``(Z'e)' Lam_i v`` and the working variates for every element i."""
         if not self._pairs:
             return np.zeros(0), np.zeros(0), (np.zeros((self.n, 0)) if variates else None)
-        lam = self.lam(ev.theta)
         prod = self.products(ev.theta)
         n_el = len(self._pairs)
         if self._cvv_map is not None:  # tr(S Lam' Z'WZ Lam_i) as one gather-and-sum over the map's triplets
-            trace = self._cvv_map.element_traces(lam.data, prod.ZtWZ.data, self.selected_on_cvv(S),
+            trace = self._cvv_map.element_traces(self.lam_values(ev.theta), prod.ZtWZ.data, self.selected_on_cvv(S),
                                                  self._lambda_element_index, n_el)
         else:
-            Fv = (lam.T @ prod.ZtWZ).tocsc()
+            Fv = (self.lam_t(ev.theta) @ prod.ZtWZ).tocsc()
             if not sp.issparse(S):
                 Fv = Fv.toarray()  # the dense path slices columns of Fv once per element
             trace = np.array([column_dots(S, Fv, xs, ys).sum() for xs, ys in self._pairs])
@@ -92,7 +91,7 @@ class ScoreMixin:
         use_fixed = self.reml and self.p
         if use_fixed:
             W = scipy.linalg.cho_solve((ev.schur_chol, True), ev.B.T, check_finite=False).T  # B Sb^-1 (q x p)
-            H = np.asarray((prod.ZtWZ @ (lam @ ev.B))).T - prod.ZtWX.T           # B'Fv - Fb  (p x q)
+            H = np.asarray((prod.ZtWZ @ self.lam_times(ev.theta, ev.B))).T - prod.ZtWX.T  # B'Fv - Fb (p x q)
         quad = np.zeros(n_el)
         Q = np.zeros((self.n, n_el)) if variates else None
         for i, (xs, ys) in enumerate(self._pairs):
@@ -105,7 +104,7 @@ class ScoreMixin:
             lam_i_v[ys] = ev.v[xs]
             lam_it_zte = np.zeros(self.q)
             lam_it_zte[xs] = Zte[ys]
-            Q[:, i] = self.Z @ (lam_i_v + lam @ self.k_times(lam_it_zte, ev.theta))
+            Q[:, i] = self.Z @ (lam_i_v + self.lam_times(ev.theta, self.k_times(lam_it_zte, ev.theta)))
         return trace, quad, Q
 
     def residual_derivatives(self, theta: np.ndarray) -> list[np.ndarray]:
@@ -137,7 +136,7 @@ class ScoreMixin:
         ``Z Lam (dK~/dkappa) Lam'Z'We = -Z Lam K~ (dK~^-1/dkappa) v`` (using ``K~^-1 v = Lam'Z'We`` at the
         solution of the MME)."""
         dK = self.levels.derivative(self.kappa(ev.theta), j)
-        return -self.Z @ (self.lam(ev.theta) @ self.k_times(dK @ ev.v, ev.theta))
+        return -self.Z @ self.lam_times(ev.theta, self.k_times(dK @ ev.v, ev.theta))
 
     def precision_variates(self, ev) -> np.ndarray:
         """Working variates of the grouping then the residual parameters, n x (n_kappa + n_eta); a residual
