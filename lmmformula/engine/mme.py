@@ -360,9 +360,14 @@ class MixedModelEquations(ScoreMixin):
             CvB, rhs_v, cv, B = np.zeros((0, self.p)), np.zeros(0), np.zeros(0), np.zeros((0, self.p))
         schur = prod.XtWX - CvB.T @ B if self.q else prod.XtWX
         if self.p:
-            chol = scipy.linalg.cholesky(schur, lower=True)
+            # LAPACK on the Fortran view of the symmetric Sb (no copy); a NaN or inf anywhere in its lower triangle
+            # reaches the factor's diagonal
+            chol, info = scipy.linalg.lapack.dpotrf(schur.T if schur.flags.c_contiguous else schur, lower=True)
+            diag = np.diag(chol)
+            if info != 0 or not np.all(np.isfinite(diag)):
+                raise np.linalg.LinAlgError("the Schur complement of the fixed effects is not positive definite")
             beta = scipy.linalg.cho_solve((chol, True), prod.XtWy - B.T @ rhs_v, check_finite=False)
-            logdet_schur = float(2.0 * np.sum(np.log(np.diag(chol))))
+            logdet_schur = float(2.0 * np.sum(np.log(diag)))
         else:
             chol, beta, logdet_schur = np.zeros((0, 0)), np.zeros(0), 0.0
         v = cv - B @ beta
