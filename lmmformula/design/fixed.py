@@ -8,6 +8,7 @@ dropped and named in a :class:`RankDeficiencyWarning`, as lme4 does.
 from __future__ import annotations
 
 import copy
+import functools
 import numbers
 import re
 import warnings
@@ -33,14 +34,21 @@ def to_formulaic(text: str) -> str:
 
 def _restore_r_calls(name: str, original: str) -> str:
     """Name columns of ``factor(x)`` as R does (``factor(x)2``): only the calls the user wrote as ``factor``."""
-    for arg in re.findall(r"\bfactor\(([^()]*)\)", original):
+    for arg in _factor_arguments(original):
         name = name.replace(f"C({arg})", f"factor({arg})")
     return name
+
+
+@functools.lru_cache(maxsize=256)
+def _factor_arguments(original: str) -> tuple[str, ...]:
+    """The arguments of the ``factor(...)`` calls written in ``original``."""
+    return tuple(re.findall(r"\bfactor\(([^()]*)\)", original))
 
 _TREATMENT = re.compile(r"\[T\.([^\]]*)\]")
 _FULL = re.compile(r"\[([^\]]*)\]")
 
 
+@functools.lru_cache(maxsize=65536)
 def r_style_name(name: str) -> str:
     """Translate a formulaic column name to R's convention.
 
