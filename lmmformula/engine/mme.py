@@ -360,9 +360,10 @@ class MixedModelEquations(ScoreMixin):
             CvB, rhs_v, cv, B = np.zeros((0, self.p)), np.zeros(0), np.zeros(0), np.zeros((0, self.p))
         schur = prod.XtWX - CvB.T @ B if self.q else prod.XtWX
         if self.p:
-            # LAPACK on the Fortran view of the symmetric Sb (no copy); a NaN or inf anywhere in its lower triangle
-            # reaches the factor's diagonal
-            chol, info = scipy.linalg.lapack.dpotrf(schur.T if schur.flags.c_contiguous else schur, lower=True)
+            # LAPACK on the Fortran view of the symmetric Sb (overwritten when it is a temporary; X'WX without random
+            # effects is the cached product, copied); a NaN or inf in its lower triangle reaches the factor's diagonal
+            chol, info = scipy.linalg.lapack.dpotrf(schur.T if schur.flags.c_contiguous else schur, lower=True,
+                                                    overwrite_a=bool(self.q))
             diag = np.diag(chol)
             if info != 0 or not np.all(np.isfinite(diag)):
                 raise np.linalg.LinAlgError("the Schur complement of the fixed effects is not positive definite")
