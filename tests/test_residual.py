@@ -219,3 +219,39 @@ def test_unused_categories_of_a_variance_dimension_are_dropped():
     assert fit.loglik == pytest.approx(numeric.loglik, abs=1e-8)
     assert np.isfinite(fit.variance_components.std_error).all()
     assert fit.aic == pytest.approx(numeric.aic, abs=1e-6)
+
+
+def _missing_block_field():
+    """A 30 x 20 field with an 8 x 10 block of unobserved plots (one group of 80 cells, beyond the compiled loop's
+    group size) and scattered missing plots (small groups)."""
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"row": np.repeat(np.arange(30), 20), "col": np.tile(np.arange(20), 30)})
+    df["g"] = [f"g{i}" for i in rng.integers(0, 40, len(df))]
+    df["y"] = rng.normal(size=len(df))
+    drop = (df.row.between(5, 12) & df.col.between(3, 12)) | (rng.random(len(df)) < 0.03)
+    return df[~drop].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("formula", ["y ~ 1 + (1 | g) + ar1(row):ar1(col)", "y ~ 1 + ar1(row):toep(col, 2)"])
+@pytest.mark.parametrize("small_group", [0, 48, 10**6])
+def test_missing_blocks_large_and_small_give_the_exact_observed_precision(formula, small_group, monkeypatch):
+    """Small groups of unobserved cells go through the compiled loop, large ones through LAPACK; either way the
+    precision, its log-determinant and the gradient are exact (dense inverse of R_oo, central differences)."""
+    from lmmformula.covariance import missing
+    monkeypatch.setattr(missing, "SMALL_GROUP", small_group)
+    model = lmf.LMM.from_formula(formula, _missing_block_field())
+    res = model.design.residual
+    assert max(c.size for c in res._plan().components) > 48
+    mme = model._equations("REML")
+    theta = model._initial_theta(mme) + 0.1
+    eta = mme.eta(theta)
+    R = np.ones((1, 1))
+    for d, e in zip(res.dimensions, res.split(eta)):
+        R = np.kron(R, np.eye(d.size) if d.kind == "id" else d.matrix(e))
+    R_oo = R[np.ix_(res.cells, res.cells)]
+    precision, logdet = res.precision(eta)
+    np.testing.assert_allclose(precision.toarray(), np.linalg.inv(R_oo), atol=1e-12)
+    assert logdet == pytest.approx(np.linalg.slogdet(R_oo)[1], abs=1e-10)
+    steps = np.eye(theta.size) * 1e-6
+    numeric = [(mme.evaluate(theta + h).deviance - mme.evaluate(theta - h).deviance) / 2e-6 for h in steps]
+    np.testing.assert_allclose(mme.profiled_gradient(theta), numeric, atol=1e-5)

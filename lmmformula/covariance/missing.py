@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 from numba import njit
 
 __all__ = ["MissingPlan", "missing_plan", "SchurPlan"]
@@ -53,10 +54,13 @@ def missing_plan(full_precision, cells: np.ndarray, n_cells: int) -> MissingPlan
     return MissingPlan(missing=missing, components=tuple(comps), neighbours=tuple(nbs))
 
 
+SMALL_GROUP = 48  # groups of up to this many unobserved cells share one compiled loop; larger ones use LAPACK
+
+
 class SchurPlan:
-    """Where every group's ``A_g`` (``a x a``, row-major) and ``B_g`` (neighbours x ``a``, row-major) entries sit
-    in the per-dimension dense factors, concatenated over the groups, and where each group's update lands among
-    the stored entries of the observed-cell precision (row-major over neighbour pairs).
+    """The groups of unobserved cells of a grid, ready for :meth:`values` and :meth:`derivatives`: the small ones
+    (isolated missing plots) in one batch for the compiled loops, each large one (a missing block of a field) on
+    its own for LAPACK, whose blocked kernels beat scalar loops there.
 
     Parameters
     ----------
@@ -68,11 +72,47 @@ class SchurPlan:
     """
 
     def __init__(self, dimensions, plan: MissingPlan, pattern_keys: np.ndarray, n_obs: int):
+        groups = list(zip(plan.components, plan.neighbours))
+        small = [g for g in groups if g[0].size <= SMALL_GROUP]
+        args = (dimensions, plan.missing, pattern_keys, n_obs)
+        self._small = _GroupBatch(small, *args) if small else None
+        self._large = [_GroupBatch([g], *args) for g in groups if g[0].size > SMALL_GROUP]
+        self.n_groups = len(groups)
+
+    def values(self, Qs, vals: np.ndarray) -> float:
+        """Subtract every group's ``B A^-1 B'`` from ``vals`` (the full-grid precision's entries on the observed
+        pattern, changed in place) and return ``sum_g log|A_g|``.
+
+        Raises
+        ------
+        numpy.linalg.LinAlgError
+            When a group's block is not positive definite (outside the admissible region).
+        """
+        logdet = self._small.values_compiled(Qs, vals) if self._small is not None else 0.0
+        return logdet + sum(batch.values_lapack(Qs, vals) for batch in self._large)
+
+    def derivatives(self, Qs, dQs, dvals: np.ndarray) -> np.ndarray:
+        """Subtract every group's ``dB M + M'dB' - M'dA M`` from each row of ``dvals`` (one per parameter, changed
+        in place) and return ``sum_g tr(A_g^-1 dA_g)`` per parameter."""
+        out = np.zeros(len(dQs))
+        if self._small is not None:
+            out += self._small.derivatives_compiled(Qs, dQs, dvals)
+        for batch in self._large:
+            out += batch.derivatives_lapack(Qs, dQs, dvals)
+        return out
+
+
+class _GroupBatch:
+    """Where the listed groups' ``A_g`` (``a x a``, row-major) and ``B_g`` (neighbours x ``a``, row-major) entries
+    sit in the per-dimension dense factors, concatenated over the groups, and where each group's update lands among
+    the stored entries of the observed-cell precision (row-major over neighbour pairs)."""
+
+    def __init__(self, groups, dimensions, missing: np.ndarray, pattern_keys: np.ndarray, n_obs: int):
         sizes = [d.size for d in dimensions]
-        miss_pos = np.unravel_index(plan.missing, sizes)
+        miss_pos = np.unravel_index(missing, sizes)
         a_rows, a_cols, b_rows, b_cols, where = [], [], [], [], []
         a_size, b_size = [], []
-        for comp, nb in zip(plan.components, plan.neighbours):
+        for comp, nb in groups:
             a, k = comp.size, nb.size
             a_rows.append(np.repeat(comp, a))
             a_cols.append(np.tile(comp, a))
@@ -89,7 +129,6 @@ class SchurPlan:
         self.b_off = np.concatenate([[0], np.cumsum(self.a_size * self.b_size)]).astype(np.int64)
         self.w_off = np.concatenate([[0], np.cumsum(self.b_size ** 2)]).astype(np.int64)
         self.where = cat(where)
-        self.n_groups = len(a_size)
         # per dimension: flat positions into the dense factor, or (identity) a fixed 0/1 mask
         self._a_index, self._b_index = [], []
         self._a_mask, self._b_mask = np.ones(a_rows.size), np.ones(b_rows.size)
@@ -106,7 +145,7 @@ class SchurPlan:
                 self._b_index.append(br.astype(np.int64) * d.size + bc)
 
     def blocks(self, Qs) -> tuple[np.ndarray, np.ndarray]:
-        """Every group's ``A_g`` and ``B_g`` entries (concatenated) from dense per-dimension factors (None for
+        """The groups' ``A_g`` and ``B_g`` entries (concatenated) from dense per-dimension factors (None for
         identities)."""
         A, B = self._a_mask, self._b_mask
         for Q, ai, bi in zip(Qs, self._a_index, self._b_index):
@@ -116,36 +155,56 @@ class SchurPlan:
                 B = B * flat[bi]
         return A, B
 
-    def values(self, Qs, vals: np.ndarray) -> float:
-        """Subtract every group's ``B A^-1 B'`` from ``vals`` (the full-grid precision's entries on the observed
-        pattern, changed in place) and return ``sum_g log|A_g|``.
-
-        Raises
-        ------
-        numpy.linalg.LinAlgError
-            When a group's block is not positive definite (outside the admissible region).
-        """
-        A, B = self.blocks(Qs)
-        logdet = np.zeros(1)
-        ok = _values_kernel(A, B, self.a_size, self.b_size, self.a_off, self.b_off, self.w_off, self.where, vals,
-                            logdet)
-        if not ok:
-            raise np.linalg.LinAlgError("a block of unobserved cells is not positive definite")
-        return float(logdet[0])
-
-    def derivatives(self, Qs, dQs, dvals: np.ndarray) -> np.ndarray:
-        """Subtract every group's ``dB M + M'dB' - M'dA M`` from each row of ``dvals`` (one per parameter, changed
-        in place) and return ``sum_g tr(A_g^-1 dA_g)`` per parameter."""
-        A, B = self.blocks(Qs)
+    def _stacked(self, dQs, A, B):
         parts = [self.blocks(dQ) for dQ in dQs]
         dA = np.ascontiguousarray(np.array([p[0] for p in parts]).reshape(len(dQs), A.size))
         dB = np.ascontiguousarray(np.array([p[1] for p in parts]).reshape(len(dQs), B.size))
+        return dA, dB
+
+    def values_compiled(self, Qs, vals: np.ndarray) -> float:
+        A, B = self.blocks(Qs)
+        logdet = np.zeros(1)
+        if not _values_kernel(A, B, self.a_size, self.b_size, self.a_off, self.b_off, self.w_off, self.where, vals,
+                              logdet):
+            raise np.linalg.LinAlgError("a block of unobserved cells is not positive definite")
+        return float(logdet[0])
+
+    def derivatives_compiled(self, Qs, dQs, dvals: np.ndarray) -> np.ndarray:
+        A, B = self.blocks(Qs)
+        dA, dB = self._stacked(dQs, A, B)
         dlogdet = np.zeros(len(dQs))
-        ok = _derivatives_kernel(A, B, dA, dB, self.a_size, self.b_size, self.a_off, self.b_off, self.w_off,
-                                 self.where, dvals, dlogdet)
-        if not ok:
+        if not _derivatives_kernel(A, B, dA, dB, self.a_size, self.b_size, self.a_off, self.b_off, self.w_off,
+                                   self.where, dvals, dlogdet):
             raise np.linalg.LinAlgError("a block of unobserved cells is not positive definite")
         return dlogdet
+
+    def _one(self, Qs):
+        """The single group's ``A`` (``a x a``) and ``B`` (``k x a``)."""
+        a, k = int(self.a_size[0]), int(self.b_size[0])
+        A, B = self.blocks(Qs)
+        return A.reshape(a, a), B.reshape(k, a)
+
+    def values_lapack(self, Qs, vals: np.ndarray) -> float:
+        A, B = self._one(Qs)
+        chol = np.linalg.cholesky(A)  # raises LinAlgError outside the admissible region
+        half = scipy.linalg.solve_triangular(chol, B.T, lower=True)
+        vals[self.where] -= (half.T @ half).ravel()
+        return 2.0 * float(np.log(np.diag(chol)).sum())
+
+    def derivatives_lapack(self, Qs, dQs, dvals: np.ndarray) -> np.ndarray:
+        A, B = self._one(Qs)
+        a, k = A.shape[0], B.shape[0]
+        chol = np.linalg.cholesky(A)
+        A_inv = scipy.linalg.cho_solve((chol, True), np.eye(a))
+        M = A_inv @ B.T
+        out = np.zeros(len(dQs))
+        for j, dQ in enumerate(dQs):
+            dA, dB = self.blocks(dQ)
+            dA, dB = dA.reshape(a, a), dB.reshape(k, a)
+            dU = dB @ M
+            dvals[j, self.where] -= (dU + dU.T - M.T @ dA @ M).ravel()
+            out[j] = float(np.sum(A_inv * dA))
+        return out
 
 
 @njit(cache=True)
