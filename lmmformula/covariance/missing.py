@@ -239,13 +239,20 @@ def _forward(L, B, H):
 
 
 @njit(cache=True)
+def _group(A_all, B_all, a, k, a_start, b_start):
+    """One group's ``A`` (``a x a``), ``B`` (``k x a``), the Cholesky factor of ``A`` and whether it exists."""
+    A = A_all[a_start:a_start + a * a].reshape((a, a))
+    B = B_all[b_start:b_start + k * a].reshape((k, a))
+    L = np.zeros((a, a))
+    return A, B, L, _cholesky(A, L)
+
+
+@njit(cache=True)
 def _values_kernel(A_all, B_all, a_size, b_size, a_off, b_off, w_off, where, vals, logdet):
     for g in range(a_size.shape[0]):
         a, k = a_size[g], b_size[g]
-        A = A_all[a_off[g]:a_off[g + 1]].reshape((a, a))
-        B = B_all[b_off[g]:b_off[g + 1]].reshape((k, a))
-        L = np.zeros((a, a))
-        if not _cholesky(A, L):
+        A, B, L, ok = _group(A_all, B_all, a, k, a_off[g], b_off[g])
+        if not ok:
             return False
         for i in range(a):
             logdet[0] += 2.0 * np.log(L[i, i])
@@ -264,10 +271,8 @@ def _values_kernel(A_all, B_all, a_size, b_size, a_off, b_off, w_off, where, val
 def _derivatives_kernel(A_all, B_all, dA_all, dB_all, a_size, b_size, a_off, b_off, w_off, where, dvals, dlogdet):
     for g in range(a_size.shape[0]):
         a, k = a_size[g], b_size[g]
-        A = A_all[a_off[g]:a_off[g + 1]].reshape((a, a))
-        B = B_all[b_off[g]:b_off[g + 1]].reshape((k, a))
-        L = np.zeros((a, a))
-        if not _cholesky(A, L):
+        A, B, L, ok = _group(A_all, B_all, a, k, a_off[g], b_off[g])
+        if not ok:
             return False
         Linv = np.zeros((a, a))
         _forward(L, np.eye(a), Linv)
