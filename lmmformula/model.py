@@ -241,7 +241,8 @@ class LMM:
         """Henderson's mixed model equations of this design (REML or ML)."""
         d = self.design
         covs = tuple(term_covariance(b) for b in d.random)
-        return MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, d.residual, reml=method == "REML")
+        return MixedModelEquations(d.fixed.y, d.fixed.X, d.random, covs, d.residual, reml=method == "REML",
+                                   sparse_X=d.fixed.X_sparse)
 
     def _initial_theta(self, mme: MixedModelEquations) -> np.ndarray:
         d = self.design

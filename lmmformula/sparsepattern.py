@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["PatternError", "pattern_of", "pattern_keys", "values_on", "scatter"]
+__all__ = ["PatternError", "pattern_of", "pattern_keys", "values_on", "scatter", "sparse_if_mostly_zero"]
+
+MOSTLY_ZERO = 0.2  # a dense matrix with fewer non-zero entries than this fraction is multiplied sparsely
 
 
 class PatternError(Exception):
@@ -57,3 +59,16 @@ def scatter(M: sp.spmatrix, pattern: sp.csc_matrix, keys: np.ndarray) -> sp.csc_
     out = pattern.copy()
     out.data = values_on(M, keys)
     return out
+
+
+def sparse_if_mostly_zero(X: np.ndarray) -> sp.csc_matrix | None:
+    """``X`` as a CSC matrix when under :data:`MOSTLY_ZERO` of its entries are non-zero (indicator columns of a
+    factor with many levels), else None."""
+    n, p = X.shape
+    flat = np.flatnonzero(X)  # row-major positions: CSR order
+    if flat.size >= MOSTLY_ZERO * max(X.size, 1):
+        return None
+    rows, cols = np.divmod(flat, p)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sp.csr_matrix((X.ravel()[flat], cols, indptr), shape=(n, p)).tocsc()

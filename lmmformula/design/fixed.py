@@ -20,6 +20,7 @@ import scipy.sparse as sp
 import pandas as pd
 from formulaic import Formula, ModelSpec
 
+from ..sparsepattern import sparse_if_mostly_zero
 from ..errors import DataError, FormulaSyntaxError, RankDeficiencyWarning
 
 __all__ = ["FixedDesign", "build_fixed", "r_style_name", "to_formulaic", "model_matrix_for"]
@@ -82,6 +83,8 @@ class FixedDesign:
         Positions of the kept columns in the spec's full column list.
     dropped : tuple of str
         Names of aliased columns that were dropped.
+    X_sparse : scipy.sparse.csc_matrix or None
+        ``X`` as a sparse matrix when it is mostly zeros (indicator columns of a factor with many levels).
     response : str
     """
 
@@ -92,6 +95,7 @@ class FixedDesign:
     kept: np.ndarray
     dropped: tuple[str, ...]
     response: str
+    X_sparse: sp.csc_matrix | None = None
 
 
 def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) -> FixedDesign:
@@ -148,7 +152,8 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         j = int(np.argmax(np.abs(X).max(axis=0) > _SCALE_LIMIT))
         _check_magnitude(X[:, j], f"the fixed-effect column '{r_style_name(str(rhs.model_spec.column_names[j]))}'")
     full_names = [str(c) for c in rhs.model_spec.column_names]
-    kept = _independent_columns(X)
+    sparse = sparse_if_mostly_zero(X)
+    kept = _independent_columns(X, sparse)
     full_names = [_restore_r_calls(c, fixed) for c in full_names]
     kept_set = set(kept)
     dropped = tuple(r_style_name(full_names[j]) for j in range(X.shape[1]) if j not in kept_set)
@@ -167,6 +172,7 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
         kept=np.asarray(kept, dtype=int),
         dropped=dropped,
         response=response,
+        X_sparse=None if sparse is None else (sparse if len(kept) == X.shape[1] else sparse[:, kept]),
     )
 
 
@@ -241,12 +247,12 @@ def _check_single_levels(spec, fixed: str) -> None:
                 "(rows with a missing value in a used column are dropped)")
 
 
-def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> list[int]:
+def _independent_columns(X: np.ndarray, sparse: sp.csc_matrix | None = None, tol: float = 1e-7) -> list[int]:
     """Keep each column that is not in the span of the columns kept before it.
 
     A column is aliased when its distance from the span of the earlier kept
     columns, relative to its norm, is below ``tol`` (so, as in lme4, the later
-    of two aliased columns is the one dropped).
+    of two aliased columns is the one dropped).  ``sparse`` is ``X`` as a sparse matrix when it is mostly zeros.
     """
     n, p = X.shape
     if p == 0:
@@ -256,8 +262,7 @@ def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> list[int]:
         # fastest path: the Cholesky factor of X'X (formed sparsely for indicator columns) has R_jj = the
         # distance of column j from the span of the earlier ones, accurate to ~eps cond(X)^2 only, so it is
         # trusted only when every column is clearly independent (R_jj > 1e-4 |x_j|)
-        density = np.count_nonzero(X) / X.size
-        XtX = (lambda S: (S.T @ S).toarray())(sp.csr_matrix(X)) if density < 0.2 else X.T @ X
+        XtX = (sparse.T @ sparse).toarray() if sparse is not None else X.T @ X
         try:
             r = np.diag(scipy.linalg.cholesky(XtX, lower=False))
             if np.all(r > 1e-4 * norms):

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..covariance.residual import ResidualStructure
-from ..sparsepattern import pattern_keys, pattern_of, scatter, values_on
+from ..sparsepattern import pattern_keys, pattern_of, scatter, sparse_if_mostly_zero, values_on
 
 __all__ = ["CrossProducts", "WeightedProducts", "BilinearMap"]
 
@@ -41,8 +41,9 @@ class BilinearMap:
     MAX_ENTRIES = 4_000_000  # a larger map (dense W blocks with several Z entries per row) is applied lazily
 
     def __init__(self, M, N, rows: np.ndarray, cols: np.ndarray, out_keys: np.ndarray | None = None):
-        A = sp.csr_matrix(M)[rows]
-        B = sp.csr_matrix(N)[cols]
+        M_rows = sp.csr_matrix(M)
+        A = M_rows[rows]
+        B = (M_rows if N is M else sp.csr_matrix(N))[cols]
         self.shape = (A.shape[1], B.shape[1])
         self._dense = out_keys is None
         self._symmetric = M is N
@@ -53,19 +54,22 @@ class BilinearMap:
             self._A, self._B, self._M, self._N = A.tocsc(), B, sp.csc_matrix(M), sp.csc_matrix(N)
             self._rows, self._cols, self._out_keys = rows, cols, out_keys
             return
+        # the products of entry k of W are generated together: G is built column by column (CSC), unsorted
+        indptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(count, out=indptr[1:])
         k = np.repeat(np.arange(rows.size), count)
-        local = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-        ia = A.indptr[k] + local // nb[k]
-        ib = B.indptr[k] + local % nb[k]
+        offset, within = np.divmod(np.arange(indptr[-1]) - indptr[k], nb[k])
+        ia, ib = A.indptr[k] + offset, B.indptr[k] + within
         a, b = A.indices[ia].astype(np.int64), B.indices[ib].astype(np.int64)
         if out_keys is None:
             out, n_out = a * self.shape[1] + b, self.shape[0] * self.shape[1]
         else:
             out, n_out = np.searchsorted(out_keys, b * self.shape[0] + a), out_keys.size
         vals = A.data[ia] * B.data[ib]
-        self._G = sp.csr_matrix((vals, (out, k)), shape=(n_out, rows.size))
-        self._Gt = self._Gt_lower = None  # the adjoints, built when first asked for
-        self._lower = (vals, k, np.maximum(a, b) * self.shape[1] + np.minimum(a, b)) \
+        self._indptr = indptr
+        self._G = sp.csc_matrix((vals, out, indptr), shape=(n_out, rows.size))
+        self._Gt_lower = None  # the adjoints reading a lower triangle, built when first asked for
+        self._lower = (vals, np.maximum(a, b) * self.shape[1] + np.minimum(a, b)) \
             if out_keys is None and self._symmetric else None
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
@@ -88,9 +92,7 @@ class BilinearMap:
             Tm = sp.csc_matrix((np.asarray(T, dtype=float), (keys % self.shape[0], keys // self.shape[0])),
                                shape=self.shape)
             return np.asarray(self._B.multiply(self._A @ Tm).sum(axis=1)).ravel()
-        if self._Gt is None:
-            self._Gt = self._G.T.tocsr()
-        return self._Gt @ np.ravel(T)
+        return self._G.T @ np.ravel(T)
 
     def adjoint_lower(self, T: np.ndarray) -> np.ndarray:
         """:meth:`adjoint` of a symmetric ``T`` given by its lower triangle (the upper one is not read; for
@@ -101,11 +103,11 @@ class BilinearMap:
         T = np.asarray(T)
         fortran = T.flags.f_contiguous and not T.flags.c_contiguous  # LAPACK's output: read in place
         if self._Gt_lower is None:  # symmetric M'WM: adjoints reading the lower triangle only
-            vals, k, lower = self._lower
+            vals, lower = self._lower
             p = self.shape[1]
             shape = (self._G.shape[1], self._G.shape[0])
-            self._Gt_lower = (sp.csr_matrix((vals, (k, lower)), shape=shape),
-                              sp.csr_matrix((vals, (k, (lower % p) * p + lower // p)), shape=shape))
+            self._Gt_lower = (sp.csr_matrix((vals, lower, self._indptr), shape=shape),
+                              sp.csr_matrix((vals, (lower % p) * p + lower // p, self._indptr), shape=shape))
         return self._Gt_lower[1] @ T.ravel(order="F") if fortran else self._Gt_lower[0] @ T.ravel()
 
 
@@ -134,7 +136,8 @@ class CrossProducts:
     ``Z'WZ`` (and ``Z'WX``, ``X'WX`` for indicator columns of X) are :class:`BilinearMap` images of W's values.
     """
 
-    def __init__(self, y: np.ndarray, X: np.ndarray, Z: sp.csc_matrix, residual: ResidualStructure | None):
+    def __init__(self, y: np.ndarray, X: np.ndarray, Z: sp.csc_matrix, residual: ResidualStructure | None,
+                 sparse_X: sp.csc_matrix | None = None):
         self.y, self.X, self.Z, self.residual = y, X, Z, residual
         self._Zt = Z.T.tocsr()
         self.n_eta = residual.n_params if residual is not None else 0
@@ -142,17 +145,22 @@ class CrossProducts:
             w_pattern = sp.identity(y.size, format="csc")
         else:
             w_pattern = residual.shared_pattern()
-        zp = pattern_of(Z)
-        pat = (zp.T @ w_pattern @ zp).tocsc()
-        pat.sort_indices()
-        self.ztwz_pattern = pattern_of(pat)
+        if Z.shape[1]:
+            zp = pattern_of(Z)
+            pat = (zp.T @ w_pattern @ zp).tocsc()
+            pat.sort_indices()
+            self.ztwz_pattern = pattern_of(pat)
+        else:
+            self.ztwz_pattern = sp.csc_matrix((0, 0))
         self._keys = pattern_keys(self.ztwz_pattern)
         self.pattern_keys = self._keys  # keys of the Z'WZ pattern (for values read off other matrices)
         self._cache: dict[tuple[float, ...], WeightedProducts] = {}
         self._solvers: dict[tuple[float, ...], object] = {}
         # indicator columns (a fixed factor with many levels) make X mostly zeros: multiply it sparsely
-        density = np.count_nonzero(X) / max(X.size, 1)
-        self.sparse_X = sp.csc_matrix(X) if residual is not None and density < 0.2 else None
+        if residual is None:
+            self.sparse_X = None
+        else:
+            self.sparse_X = sparse_X if sparse_X is not None else sparse_if_mostly_zero(X)
         self._sparse_Xt = self.sparse_X.T.tocsr() if self.sparse_X is not None else None
         self.w_rows = self.w_cols = None
         if residual is not None:

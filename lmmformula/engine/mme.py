@@ -86,10 +86,13 @@ class MixedModelEquations(ScoreMixin):
     reml : bool
     dense_below : int
         Random blocks with at most this many columns use dense LAPACK.
+    sparse_X : scipy.sparse.csc_matrix, optional
+        ``X`` as a sparse matrix, when it is mostly zeros (see :func:`sparse_if_mostly_zero`).
     """
 
     def __init__(self, y, X, blocks: tuple[RandomBlock, ...], covariances: tuple[BlockCovariance, ...],
-                 residual: ResidualStructure | None = None, *, reml: bool = True, dense_below: int = 400):
+                 residual: ResidualStructure | None = None, *, reml: bool = True, dense_below: int = 400,
+                 sparse_X: sp.csc_matrix | None = None):
         self.y = np.asarray(y, dtype=float)
         self.X = np.asarray(X, dtype=float)
         self.n, self.p = self.X.shape
@@ -113,7 +116,7 @@ class MixedModelEquations(ScoreMixin):
         self.lower = np.concatenate([c.lower_bounds for c in covariances] + [bounds[:, 0]])
         self.upper = np.concatenate([c.upper_bounds for c in covariances] + [bounds[:, 1]])
         self._build_lambda_map()
-        self.cross = CrossProducts(self.y, self.X, self.Z, residual)
+        self.cross = CrossProducts(self.y, self.X, self.Z, residual, sparse_X)
         lam_s = pattern_of(self._lambda_pattern)
         diagonal = lam_s.nnz == self.q and np.array_equal(lam_s.indices, np.arange(self.q))
         spread = self.cross.ztwz_pattern if diagonal else lam_s.T @ self.cross.ztwz_pattern @ lam_s
@@ -122,8 +125,8 @@ class MixedModelEquations(ScoreMixin):
         cpat.sort_indices()
         self._cvv_pattern = pattern_of(cpat)
         self._cvv_keys = pattern_keys(self._cvv_pattern)
-        cross_map = LamCrossMap(self._lambda_pattern, self.cross.ztwz_pattern, self._cvv_keys)
-        self._cvv_map = cross_map if cross_map.usable else None
+        cross_map = LamCrossMap(self._lambda_pattern, self.cross.ztwz_pattern, self._cvv_keys) if self.q else None
+        self._cvv_map = cross_map if cross_map is not None and cross_map.usable else None
         self._kinv_values = None  # K~^-1 on the pattern of Cvv, kept when it does not depend on theta
         self._lam_cache = None
         self._s_gather = None  # (layout of the selected inverse, positions of Cvv's entries in it)
