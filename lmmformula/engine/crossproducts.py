@@ -171,6 +171,13 @@ class CrossProducts:
                 self.zx = BilinearMap(Z, self.sparse_X, self.w_rows, self.w_cols) if Z.shape[1] else None
                 self.xx = BilinearMap(self.sparse_X, self.sparse_X, self.w_rows, self.w_cols)
 
+    def fixed_design(self):
+        """``(X, X')`` for products with the fixed-effect design: sparse (``X'`` stored once) when X is mostly
+        zeros and there is a residual structure, else dense."""
+        if self.sparse_X is not None:
+            return self.sparse_X, self._sparse_Xt
+        return self.X, self.X.T
+
     CACHE_SIZE = 6  # the iterate, its finite-difference neighbours and a line-search trial
 
     def at(self, eta: np.ndarray) -> WeightedProducts:
@@ -188,8 +195,11 @@ class CrossProducts:
         else:
             w, logdet_r = self.residual.precision_values(np.asarray(key))
             W = self.residual.on_pattern(w)
-            ZtWZ = self.ztwz_pattern.copy()
-            ZtWZ.data = self.zz(w) if self.zz is not None else np.zeros(0)
+            if self.zz is not None:
+                ZtWZ = self.ztwz_pattern.copy()
+                ZtWZ.data = self.zz(w)
+            else:  # no random effects: the empty pattern itself
+                ZtWZ = self.ztwz_pattern
             if self.sparse_X is not None:
                 ZtWX = self.zx(w) if self.zx is not None else np.zeros((0, X.shape[1]))
                 XtWX = self.xx(w)

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from .selinv import dense_start, inverse_layout, takahashi, trailing_positions
 
-__all__ = ["SparseFactor", "DenseFactor", "NotPositiveDefinite", "make_factor"]
+__all__ = ["SparseFactor", "DenseFactor", "NotPositiveDefinite", "make_factor", "cholesky_solve"]
 
 
 class NotPositiveDefinite(ArithmeticError):
@@ -94,6 +94,13 @@ class SparseFactor:
                          index64=self._index64)
 
 
+def cholesky_solve(chol: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve ``L L' x = b`` with the lower Cholesky factor ``L`` from LAPACK ``potrf`` (``potrs`` called
+    directly: no argument checks, for the small solves repeated in every iteration)."""
+    x, _ = scipy.linalg.lapack.dpotrs(chol, b, lower=True)
+    return x
+
+
 class DenseFactor:
     """LAPACK Cholesky for small matrices; the 'selected' inverse is the full inverse."""
 
@@ -120,7 +127,7 @@ class DenseFactor:
         return float(2.0 * np.sum(np.log(np.diag(self._cho[0]))))
 
     def solve(self, b: np.ndarray) -> np.ndarray:
-        return scipy.linalg.cho_solve(self._cho, np.asarray(b, dtype=float), check_finite=False)
+        return cholesky_solve(self._cho[0], np.asarray(b, dtype=float)) if self.n else np.zeros(np.shape(b))
 
     def selected_inverse(self) -> np.ndarray:
         """The full inverse from the Cholesky factor (LAPACK ``potri``), symmetrised."""

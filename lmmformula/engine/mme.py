@@ -42,7 +42,7 @@ from ..covariance.residual import ResidualStructure
 from ..design import RandomBlock
 from ..sparsepattern import pattern_keys, pattern_of, scatter, values_on
 from .crossproducts import CrossProducts, WeightedProducts
-from .factor import make_factor
+from .factor import cholesky_solve, make_factor
 from .lamcross import LamCrossMap
 from .levels import LevelPrecision, LevelState
 from .score import ScoreMixin
@@ -370,13 +370,13 @@ class MixedModelEquations(ScoreMixin):
             diag = np.diag(chol)
             if info != 0 or not np.all(np.isfinite(diag)):
                 raise np.linalg.LinAlgError("the Schur complement of the fixed effects is not positive definite")
-            beta = scipy.linalg.cho_solve((chol, True), prod.XtWy - B.T @ rhs_v, check_finite=False)
+            beta = cholesky_solve(chol, prod.XtWy - B.T @ rhs_v)
             logdet_schur = float(2.0 * np.sum(np.log(diag)))
         else:
             chol, beta, logdet_schur = np.zeros((0, 0)), np.zeros(0), 0.0
         v = cv - B @ beta
         u = self.lam_times(theta, v) if self.q else v
-        X = self.cross.sparse_X if self.cross.sparse_X is not None else self.X  # indicator columns: sparse
+        X = self.cross.fixed_design()[0]  # indicator columns: sparse
         resid = self.y - X @ beta - (self.Z @ u if self.q else 0.0)
         w_resid = prod.weight(resid)
         levels = self.level_state(theta)
@@ -411,14 +411,13 @@ class MixedModelEquations(ScoreMixin):
         if self.q == 0:  # GLS: P~ q = W (q - X b_q)
             if not (self.reml and self.p):
                 return WQ
-            X = self.cross.sparse_X if self.cross.sparse_X is not None else self.X  # indicator columns: sparse
-            return WQ - prod.weight(X @ scipy.linalg.cho_solve((ev.schur_chol, True), np.asarray(X.T @ WQ),
-                                                                   check_finite=False))
+            X, Xt = self.cross.fixed_design()  # indicator columns: sparse
+            return WQ - prod.weight(X @ cholesky_solve(ev.schur_chol, np.asarray(Xt @ WQ)))
         rv = self.lam_times(ev.theta, self.Zt @ WQ, transpose=True)
         cv = self.factor_at(ev.theta).solve(rv)
         if self.reml and self.p:
             rb = self.X.T @ WQ - ev.B.T @ rv
-            bq = scipy.linalg.cho_solve((ev.schur_chol, True), rb, check_finite=False)
+            bq = cholesky_solve(ev.schur_chol, rb)
             vq = cv - ev.B @ bq
             return WQ - prod.weight(self.X @ bq + self.Z @ self.lam_times(ev.theta, vq))
         return WQ - prod.weight(self.Z @ self.lam_times(ev.theta, cv))
