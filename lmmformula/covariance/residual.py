@@ -136,9 +136,9 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         plan = self._gather_plan()
         if plan is not None:  # positions of the pattern's entries are stored (identities: equal positions)
             vals = np.ones(plan[1].size)
-            for R, index in zip(Rs, plan[3]):
+            for R, flat in zip(Rs, plan[3]):
                 if R is not None:
-                    vals *= R[index[0], index[1]]
+                    vals *= R.ravel().take(flat)
             return vals
         P = self.shared_pattern()
         rows, cols = P.indices, np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
@@ -301,14 +301,16 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
 
     def _gather_plan(self):
         """The CSC pattern of the observed-cell precision in observation order and, per non-identity
-        dimension, the positions of each stored entry's row and column (None for very long dimensions)."""
+        dimension, the flat position of each stored entry in the dimension's dense matrix (None for very long
+        dimensions)."""
         if "_gather" not in self.__dict__:
             plan = None
             if all(d.kind == "id" or d.size <= self.GATHER_MAX for d in self.dimensions):
                 P = self.shared_pattern()
                 cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
                 rows = P.indices
-                index = [(d.positions[rows], d.positions[cols]) if d.kind != "id" else None
+                # per dimension, the flat position pos_d(i) * size_d + pos_d(j) of each entry in the dense R_d or Q_d
+                index = [(d.positions[rows].astype(np.intp) * d.size + d.positions[cols]) if d.kind != "id" else None
                          for d in self.dimensions]
                 plan = (P.indptr, P.indices, P.shape, index)
             object.__setattr__(self, "_gather", plan)
@@ -323,10 +325,10 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         """:meth:`_gathered` from given dense factors (None for identities)."""
         index = self._gather_plan()[3]
         vals = None
-        for Q, idx in zip(Qs, index):
-            if idx is None:
+        for Q, flat in zip(Qs, index):
+            if flat is None:
                 continue
-            g = Q[idx[0], idx[1]]
+            g = Q.ravel().take(flat)
             vals = g if vals is None else vals * g
         return np.ones(self._gather_plan()[1].size) if vals is None else vals
 

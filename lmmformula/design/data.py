@@ -94,9 +94,8 @@ def _unknown_name_error(name: str, parsed: ParsedFormula, data: pd.DataFrame) ->
     return UnknownColumnError(f"column '{name}' named in the formula is not in the data{hint}")
 
 
-def _check_hashable(frame: pd.DataFrame, column: str) -> None:
+def _check_hashable(col: pd.Series, column: str) -> None:
     """Object columns must hold scalars (a column of lists cannot be a factor or a number)."""
-    col = frame[column]
     if col.dtype != object:
         return
     try:
@@ -111,8 +110,7 @@ def _check_hashable(frame: pd.DataFrame, column: str) -> None:
 def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     """Convert pandas' nullable extension dtypes (``Int64``, ``Float64``, ``boolean``, ``string``) of the complete
     cases to the numpy dtypes formulaic understands; ``frame`` is already a copy."""
-    for c in frame.columns:
-        dtype = frame[c].dtype
+    for c, dtype in frame.dtypes.items():
         if isinstance(dtype, pd.StringDtype) and getattr(dtype, "na_value", pd.NA) is pd.NA:  # "string", not "str"
             frame[c] = frame[c].astype(object)
         elif isinstance(dtype, pd.BooleanDtype):
@@ -165,7 +163,7 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
             "weights() in the formula: observation weights are not supported in this version; fit the "
             "unweighted model, or scale the response and covariates by sqrt(weight) for known residual variances"
         )
-    repeated = set(data.columns[data.columns.duplicated()])
+    repeated = set(data.columns[data.columns.duplicated()]) if data.columns.has_duplicates else set()
     duplicated = [c for c in columns if c in repeated]
     if duplicated:
         raise DataError(
@@ -182,26 +180,28 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
         raise DataError(
             "a column named 'C' cannot be used: formulaic reserves C() for categorical coding (C(x)) and misreads "
             "the column; rename it, e.g. data.rename(columns={'C': 'C_'}), and use the new name in the formula")
-    frame = data.loc[:, columns]
+    complete = np.ones(data.shape[0], dtype=bool)
     for c in columns:
-        _check_hashable(frame, c)
-        col = frame[c]
+        col = data[c]
+        _check_hashable(col, c)
         if (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
                 and not pd.api.types.is_complex_dtype(col)):
             vals = col.to_numpy(dtype=float, na_value=np.nan)
             if np.isinf(vals).any():
-                where = frame.index[np.isinf(vals)][0]
+                where = data.index[np.isinf(vals)][0]
                 raise DataError(
                     f"column '{c}' has an infinite value (row {where!r}); replace it with NaN to drop the row "
                     "or with a finite value"
                 )
-        if col.isna().all():
+        present = col.notna().to_numpy()
+        if not present.any():
             raise DataError(f"column '{c}' has only missing values; check the column or drop it from the formula")
-    complete = ~frame.isna().any(axis=1).to_numpy()
+        complete &= present
     if not complete.any():
         raise DataError(
             "no row is complete in all of the columns " + ", ".join(map(repr, columns)) + "; check for missing values"
         )
+    frame = data.take([data.columns.get_loc(c) for c in columns], axis=1)
     kept = frame.copy() if complete.all() else frame.loc[complete].copy()  # never a view of the caller's data
     kept = _plain_dtypes(kept)
     return ModelFrame(data=kept, n_dropped=int((~complete).sum()))

@@ -148,7 +148,7 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
                         "double precision in the REML iterations: rescale it (e.g. multiply by a power of ten)")
     X = np.asarray(rhs, dtype=float)
     _check_single_levels(rhs.model_spec, fixed)
-    if X.size and float(np.abs(X).max()) > _SCALE_LIMIT:  # name the first offending column
+    if X.size and max(float(X.max()), -float(X.min())) > _SCALE_LIMIT:  # name the first offending column
         j = int(np.argmax(np.abs(X).max(axis=0) > _SCALE_LIMIT))
         _check_magnitude(X[:, j], f"the fixed-effect column '{r_style_name(str(rhs.model_spec.column_names[j]))}'")
     full_names = [str(c) for c in rhs.model_spec.column_names]

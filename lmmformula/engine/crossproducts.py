@@ -68,7 +68,7 @@ class BilinearMap:
         vals = A.data[ia] * B.data[ib]
         self._indptr = indptr
         self._G = sp.csc_matrix((vals, out, indptr), shape=(n_out, rows.size))
-        self._Gt_lower = None  # the adjoints reading a lower triangle, built when first asked for
+        self._Gt = self._Gt_lower = None  # the adjoints, built when first asked for
         self._lower = (vals, np.maximum(a, b) * self.shape[1] + np.minimum(a, b)) \
             if out_keys is None and self._symmetric else None
 
@@ -92,7 +92,9 @@ class BilinearMap:
             Tm = sp.csc_matrix((np.asarray(T, dtype=float), (keys % self.shape[0], keys // self.shape[0])),
                                shape=self.shape)
             return np.asarray(self._B.multiply(self._A @ Tm).sum(axis=1)).ravel()
-        return self._G.T @ np.ravel(T)
+        if self._Gt is None:
+            self._Gt = self._G.T  # a CSR view of G's arrays
+        return self._Gt @ np.ravel(T)
 
     def adjoint_lower(self, T: np.ndarray) -> np.ndarray:
         """:meth:`adjoint` of a symmetric ``T`` given by its lower triangle (the upper one is not read; for

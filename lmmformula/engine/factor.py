@@ -39,13 +39,16 @@ class SparseFactor:
         if getattr(A, "format", None) != "csc":
             A = sp.csc_matrix(A)
         p = self._pattern
-        if p is None or not (np.array_equal(p[0], A.indptr) and np.array_equal(p[1], A.indices)):
+        same = p is not None and ((A.indptr is p[5] and A.indices is p[6])  # the same (never modified) arrays
+                                  or (np.array_equal(p[0], A.indptr) and np.array_equal(p[1], A.indices)))
+        if not same:
             cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
             keep = A.indices <= cols
             order = np.lexsort((A.indices[keep], cols[keep]))  # CSC order, rows sorted within each column
             take = np.flatnonzero(keep)[order]
             indptr = np.concatenate([[0], np.cumsum(np.bincount(cols[keep], minlength=A.shape[1]))])
-            p = self._pattern = (A.indptr.copy(), A.indices.copy(), take, A.indices[take].copy(), indptr)
+            p = self._pattern = (A.indptr.copy(), A.indices.copy(), take, A.indices[take].copy(), indptr,
+                                 A.indptr, A.indices)
         return sp.csc_matrix((A.data[p[2]], p[3], p[4]), shape=A.shape)
 
     def refactor(self, A: sp.csc_matrix) -> None:

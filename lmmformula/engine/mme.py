@@ -225,11 +225,12 @@ class MixedModelEquations(ScoreMixin):
         """The stored values of ``Lam`` at ``theta`` in the CSC order of its pattern (the last ones are kept: an
         iteration asks for them several times), read-only."""
         theta = np.asarray(theta, dtype=float)
+        key = theta.tobytes()  # called many times per iteration: a byte comparison is the cheapest check
         cached = self._lam_cache
-        if cached is None or not np.array_equal(cached[0], theta):
+        if cached is None or cached[0] != key:
             values = self.elements(theta)[self._lambda_element_index]
             values.flags.writeable = False
-            cached = self._lam_cache = [theta.copy(), values, None]
+            cached = self._lam_cache = [key, values, None]
         return cached[1]
 
     def lam(self, theta: np.ndarray) -> sp.csc_matrix:
@@ -293,10 +294,10 @@ class MixedModelEquations(ScoreMixin):
             kinv = values_on(self.level_state(theta).kinv, self._cvv_keys)
             if self.n_kappa == 0:
                 self._kinv_values = kinv
-        out = self._cvv_pattern.copy()
         lam_values = self.lam_values(theta) if lam is None else lam.data
-        out.data = self._cvv_map(lam_values, self.products(theta).ZtWZ.data) + kinv
-        return out
+        pat = self._cvv_pattern  # its index arrays are shared, never modified: the factor recognises the pattern
+        return sp.csc_matrix((self._cvv_map(lam_values, self.products(theta).ZtWZ.data) + kinv, pat.indices,
+                              pat.indptr), shape=pat.shape)
 
     def selected_on_cvv(self, S) -> np.ndarray:
         """Values of the selected inverse ``S`` (sparse on the factor's pattern, or dense) at the stored positions
