@@ -47,6 +47,7 @@ class SparseFactor:
             order = np.lexsort((A.indices[keep], cols[keep]))  # CSC order, rows sorted within each column
             take = np.flatnonzero(keep)[order]
             indptr = np.concatenate([[0], np.cumsum(np.bincount(cols[keep], minlength=A.shape[1]))])
+            indptr = indptr.astype(A.indices.dtype)  # one index type: scipy then takes the arrays as they are
             p = self._pattern = (A.indptr.copy(), A.indices.copy(), take, A.indices[take].copy(), indptr,
                                  A.indptr, A.indices)
         return sp.csc_matrix((A.data[p[2]], p[3], p[4]), shape=A.shape)
