@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse as sp
 from numba import njit
 
 __all__ = ["MissingPlan", "missing_plan", "SchurPlan"]
@@ -35,22 +36,33 @@ class MissingPlan:
 
 
 def missing_plan(full_precision, cells: np.ndarray, n_cells: int) -> MissingPlan:
-    """Connected groups of unobserved cells in the graph of the full-grid precision, and their neighbours."""
+    """Connected groups of unobserved cells in the graph of the (symmetric, CSC) full-grid precision, and their
+    neighbours."""
     from scipy.sparse.csgraph import connected_components
 
-    W = full_precision
+    W = full_precision.tocsc()
     missing = np.setdiff1d(np.arange(n_cells), cells)
-    W_mm = W[missing][:, missing]
-    n_comp, label = connected_components(W_mm, directed=False)
-    W_mo = W[missing][:, cells].tocsr()
+    observation = np.full(n_cells, -1, dtype=np.int64)  # the observation in each cell (-1: unobserved)
+    observation[cells] = np.arange(cells.size)
+    missing_index = np.full(n_cells, -1, dtype=np.int64)
+    missing_index[missing] = np.arange(missing.size)
+    # the stored entries of the missing cells' columns: by symmetry, each one's neighbours
+    start, counts = W.indptr[missing], np.diff(W.indptr)[missing]
+    owner = np.repeat(np.arange(missing.size), counts)
+    neighbour = W.indices[np.repeat(start - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))]
+    between = missing_index[neighbour] >= 0
+    adjacency = sp.csr_matrix((np.ones(int(between.sum())), (owner[between], missing_index[neighbour[between]])),
+                              shape=(missing.size, missing.size))
+    n_comp, label = connected_components(adjacency, directed=False)
     order = np.argsort(label, kind="stable")
     bounds = np.searchsorted(label[order], np.arange(n_comp + 1))
-    comps, nbs = [], []
-    for c in range(n_comp):
-        comp = order[bounds[c]:bounds[c + 1]]
-        comps.append(comp)
-        # a group with no observed neighbour only contributes to log|W_mm|
-        nbs.append(np.unique(W_mo[comp].indices) if comp.size else np.zeros(0, dtype=np.int64))
+    comps = [order[bounds[c]:bounds[c + 1]] for c in range(n_comp)]
+    # each group's observed neighbours (none: the group only contributes to log|W_mm|), sorted
+    seen = observation[neighbour]
+    pairs = np.unique(label[owner][seen >= 0].astype(np.int64) * cells.size + seen[seen >= 0])
+    group, obs = np.divmod(pairs, cells.size)
+    cut = np.searchsorted(group, np.arange(n_comp + 1))
+    nbs = [obs[cut[c]:cut[c + 1]] for c in range(n_comp)]
     return MissingPlan(missing=missing, components=tuple(comps), neighbours=tuple(nbs))
 
 

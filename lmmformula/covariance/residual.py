@@ -398,20 +398,20 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         """The cached pattern, shared (its index arrays are read-only: every value vector is aligned with them)."""
         if "_pattern" in self.__dict__:
             return self.__dict__["_pattern"]
-        W = self._generic_full_precision()
+        W = sp.csc_matrix(self._generic_full_precision())
         obs = self.cells
-        P = W[obs][:, obs].tocsc()
-        P.data[:] = 1.0
-        if obs.size != self.n_cells:
-            plan = self._plan()
-            n = obs.size
-            rows = [np.repeat(nb, nb.size) for nb in plan.neighbours]
-            cols = [np.tile(nb, nb.size) for nb in plan.neighbours]
-            if rows:
-                U = sp.csc_matrix((np.ones(sum(r.size for r in rows)),
-                                   (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-                P = P + U
-        P = sp.csc_matrix(P)
+        n = obs.size
+        observation = np.full(self.n_cells, -1, dtype=np.int64)  # the observation in each cell (-1: unobserved)
+        observation[obs] = np.arange(n)
+        r = observation[W.indices]
+        c = observation[np.repeat(np.arange(self.n_cells), np.diff(W.indptr))]
+        rows, cols = [r[(r >= 0) & (c >= 0)]], [c[(r >= 0) & (c >= 0)]]  # W_oo
+        if n != self.n_cells:  # the Schur complement of each group of unobserved cells joins its neighbours
+            for nb in self._plan().neighbours:
+                rows.append(np.repeat(nb, nb.size))
+                cols.append(np.tile(nb, nb.size))
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        P = sp.csc_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
         P.sum_duplicates()
         P.sort_indices()
         P.data[:] = 1.0

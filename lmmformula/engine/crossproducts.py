@@ -33,25 +33,32 @@ class BilinearMap:
     M, N : sparse matrices with as many rows as W
     rows, cols : ndarray of int
         Positions of W's stored entries.
-    out_keys : ndarray of int64, optional
-        Sorted CSC keys of a fixed pattern holding ``M'WN``; without it the output is the dense
-        ``M'WN`` in row-major order.
+    out_keys : ndarray of int64 or "pattern", optional
+        Sorted CSC keys of a fixed pattern holding ``M'WN``; ``"pattern"``: the structural pattern of ``M'WN``,
+        found by the map and kept as :attr:`out_keys`; without it the output is the dense ``M'WN`` in row-major
+        order.
     """
 
     MAX_ENTRIES = 4_000_000  # a larger map (dense W blocks with several Z entries per row) is applied lazily
 
-    def __init__(self, M, N, rows: np.ndarray, cols: np.ndarray, out_keys: np.ndarray | None = None):
-        M_rows = sp.csr_matrix(M)
-        A = M_rows[rows]
-        B = (M_rows if N is M else sp.csr_matrix(N))[cols]
-        self.shape = (A.shape[1], B.shape[1])
+    def __init__(self, M, N, rows: np.ndarray, cols: np.ndarray, out_keys: np.ndarray | str | None = None):
+        Mr = sp.csr_matrix(M)
+        Nr = Mr if N is M else sp.csr_matrix(N)
+        self.shape = (Mr.shape[1], Nr.shape[1])
+        find = isinstance(out_keys, str)
         self._dense = out_keys is None
         self._symmetric = M is N
-        na, nb = np.diff(A.indptr), np.diff(B.indptr)
+        na, nb = np.diff(Mr.indptr)[rows], np.diff(Nr.indptr)[cols]  # entries in row r_k of M, row c_k of N
         count = na * nb
         self.lazy = int(count.sum()) > self.MAX_ENTRIES
         if self.lazy:  # keep the row-selected factors; products are formed at each call
-            self._A, self._B, self._M, self._N = A.tocsc(), B, sp.csc_matrix(M), sp.csc_matrix(N)
+            if find:  # the pattern of M'WN from the patterns of its factors
+                W = sp.csc_matrix((np.ones(rows.size), (rows, cols)), shape=(M.shape[0], N.shape[0]))
+                P = (pattern_of(M).T @ W @ pattern_of(N)).tocsc()
+                P.sort_indices()
+                out_keys = pattern_keys(P)
+            self.out_keys = out_keys
+            self._A, self._B, self._M, self._N = Mr[rows].tocsc(), Nr[cols], sp.csc_matrix(M), sp.csc_matrix(N)
             self._rows, self._cols, self._out_keys = rows, cols, out_keys
             return
         # the products of entry k of W are generated together: G is built column by column (CSC), unsorted
@@ -59,13 +66,17 @@ class BilinearMap:
         np.cumsum(count, out=indptr[1:])
         k = np.repeat(np.arange(rows.size), count)
         offset, within = np.divmod(np.arange(indptr[-1]) - indptr[k], nb[k])
-        ia, ib = A.indptr[k] + offset, B.indptr[k] + within
-        a, b = A.indices[ia].astype(np.int64), B.indices[ib].astype(np.int64)
+        ia, ib = Mr.indptr[rows[k]] + offset, Nr.indptr[cols[k]] + within  # positions in M's and N's arrays
+        a, b = Mr.indices[ia].astype(np.int64), Nr.indices[ib].astype(np.int64)
         if out_keys is None:
             out, n_out = a * self.shape[1] + b, self.shape[0] * self.shape[1]
+        elif find:
+            out_keys, out = np.unique(b * self.shape[0] + a, return_inverse=True)
+            n_out = out_keys.size
         else:
             out, n_out = np.searchsorted(out_keys, b * self.shape[0] + a), out_keys.size
-        vals = A.data[ia] * B.data[ib]
+        self.out_keys = out_keys
+        vals = Mr.data[ia] * Nr.data[ib]
         self._indptr = indptr
         self._G = sp.csc_matrix((vals, out, indptr), shape=(n_out, rows.size))
         self._Gt = self._Gt_lower = None  # the adjoints, built when first asked for
@@ -131,6 +142,14 @@ class WeightedProducts:
         return M if self.W is None else self.W @ M
 
 
+def _pattern_from_keys(keys: np.ndarray, n: int) -> sp.csc_matrix:
+    """The ``n x n`` CSC pattern (ones, sorted indices) whose entries have the sorted keys ``col * n + row``."""
+    cols, rows = np.divmod(keys, n)
+    indptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(cols, minlength=n), out=indptr[1:])
+    return sp.csc_matrix((np.ones(keys.size), rows.astype(np.int32), indptr), shape=(n, n))
+
+
 class CrossProducts:
     """Cache of :class:`WeightedProducts` for a model's ``y, X, Z`` and residual structure.
 
@@ -143,35 +162,32 @@ class CrossProducts:
         self.y, self.X, self.Z, self.residual = y, X, Z, residual
         self._Zt = Z.T.tocsr()
         self.n_eta = residual.n_params if residual is not None else 0
-        if residual is None:
-            w_pattern = sp.identity(y.size, format="csc")
-        else:
-            w_pattern = residual.shared_pattern()
-        if Z.shape[1]:
-            zp = pattern_of(Z)
-            pat = (zp.T @ w_pattern @ zp).tocsc()
-            pat.sort_indices()
-            self.ztwz_pattern = pattern_of(pat)
-        else:
-            self.ztwz_pattern = sp.csc_matrix((0, 0))
-        self._keys = pattern_keys(self.ztwz_pattern)
-        self.pattern_keys = self._keys  # keys of the Z'WZ pattern (for values read off other matrices)
         self._cache: dict[tuple[float, ...], WeightedProducts] = {}
         self._solvers: dict[tuple[float, ...], object] = {}
-        # indicator columns (a fixed factor with many levels) make X mostly zeros: multiply it sparsely
-        if residual is None:
-            self.sparse_X = None
-        else:
-            self.sparse_X = sparse_X if sparse_X is not None else sparse_if_mostly_zero(X)
-        self._sparse_Xt = self.sparse_X.T.tocsr() if self.sparse_X is not None else None
-        self.w_rows = self.w_cols = None
+        self.w_rows = self.w_cols = self.zz = None
+        self.sparse_X = None
         if residual is not None:
+            w_pattern = residual.shared_pattern()
             self.w_rows = w_pattern.indices
             self.w_cols = np.repeat(np.arange(w_pattern.shape[1]), np.diff(w_pattern.indptr))
-            self.zz = BilinearMap(Z, Z, self.w_rows, self.w_cols, self._keys) if Z.shape[1] else None
+            # indicator columns (a fixed factor with many levels) make X mostly zeros: multiply it sparsely
+            self.sparse_X = sparse_X if sparse_X is not None else sparse_if_mostly_zero(X)
+            if Z.shape[1]:  # the map finds the structural pattern of Z'WZ from the products it enumerates
+                self.zz = BilinearMap(Z, Z, self.w_rows, self.w_cols, "pattern")
+                self.ztwz_pattern = _pattern_from_keys(self.zz.out_keys, Z.shape[1])
             if self.sparse_X is not None:
                 self.zx = BilinearMap(Z, self.sparse_X, self.w_rows, self.w_cols) if Z.shape[1] else None
                 self.xx = BilinearMap(self.sparse_X, self.sparse_X, self.w_rows, self.w_cols)
+        elif Z.shape[1]:
+            zp = pattern_of(Z)
+            pat = (zp.T @ zp).tocsc()
+            pat.sort_indices()
+            self.ztwz_pattern = pattern_of(pat)
+        if not Z.shape[1]:
+            self.ztwz_pattern = sp.csc_matrix((0, 0))
+        self._keys = pattern_keys(self.ztwz_pattern)
+        self.pattern_keys = self._keys  # keys of the Z'WZ pattern (for values read off other matrices)
+        self._sparse_Xt = self.sparse_X.T.tocsr() if self.sparse_X is not None else None
 
     def fixed_design(self):
         """``(X, X')`` for products with the fixed-effect design: sparse (``X'`` stored once) when X is mostly
