@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula
 
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError, UnknownColumnError
 from ..formula.registry import structure_hint
 from ..formula.terms import ParsedFormula
-from .fixed import to_formulaic
+from .fixed import formulaic_formula
 
 __all__ = ["ModelFrame", "model_frame", "required_columns"]
 
@@ -48,7 +47,7 @@ def formulaic_message(exc: Exception) -> str:
 @functools.lru_cache(maxsize=256)
 def _parsed_variables(text: str) -> frozenset[str]:
     """The data columns formulaic reads for ``text`` (parsing costs milliseconds; formulas repeat)."""
-    return frozenset(Formula(to_formulaic(text)).required_variables)
+    return frozenset(formulaic_formula(text).required_variables)
 
 
 def _formula_variables(text: str, formula: str) -> set[str]:
@@ -193,7 +192,9 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
                     f"column '{c}' has an infinite value (row {where!r}); replace it with NaN to drop the row "
                     "or with a finite value"
                 )
-        present = col.notna().to_numpy()
+            present = ~np.isnan(vals)
+        else:
+            present = col.notna().to_numpy()
         if not present.any():
             raise DataError(f"column '{c}' has only missing values; check the column or drop it from the formula")
         complete &= present

@@ -33,6 +33,13 @@ def to_formulaic(text: str) -> str:
     return _R_FACTOR.sub("C(", text)
 
 
+@functools.lru_cache(maxsize=256)
+def formulaic_formula(text: str) -> Formula:
+    """formulaic's parse of ``text`` (R idioms rewritten), kept: parsing costs part of a millisecond, formulas
+    repeat, and building model matrices does not change a Formula."""
+    return Formula(to_formulaic(text))
+
+
 def _restore_r_calls(name: str, original: str) -> str:
     """Name columns of ``factor(x)`` as R does (``factor(x)2``): only the calls the user wrote as ``factor``."""
     for arg in _factor_arguments(original):
@@ -110,7 +117,7 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
     _check_fixed_columns(frame, fixed)
     try:
         with np.errstate(all="ignore"):
-            mm = Formula(to_formulaic(f"{response} ~ {fixed}")).get_model_matrix(frame, na_action="raise",
+            mm = formulaic_formula(f"{response} ~ {fixed}").get_model_matrix(frame, na_action="raise",
                                                                                       output="numpy")
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from formulaic import Formula
 
 from ..covariance.known import KnownMatrix, known_matrix
 from ..covariance.grids import build_grid
@@ -24,7 +23,7 @@ from ..covariance.residual import ResidualStructure
 from ..errors import DataError, FormulaSyntaxError, ModelSpecificationError
 from ..formula.registry import integer_argument
 from ..formula.terms import RandomTerm, StructureCall
-from .fixed import _restore_r_calls, model_matrix_for, r_style_name, to_formulaic
+from .fixed import _restore_r_calls, formulaic_formula, model_matrix_for, r_style_name
 from .identifiability import check_identifiable, check_overlapping_terms
 
 __all__ = ["GroupingFactor", "RandomBlock", "grouping_factor", "build_random", "block_design_for"]
@@ -349,7 +348,7 @@ def block_design_for(block: RandomBlock, frame: pd.DataFrame) -> tuple[sp.csc_ma
 
 def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str):
     try:
-        mm = Formula(to_formulaic(term.expr)).get_model_matrix(frame, na_action="raise", output="numpy")
+        mm = formulaic_formula(term.expr).get_model_matrix(frame, na_action="raise", output="numpy")
     except Exception as exc:
         raise FormulaSyntaxError(
             f"formulaic cannot build the random term's left side '{term.expr}': {str(exc).splitlines()[0]}",
