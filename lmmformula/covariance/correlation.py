@@ -21,6 +21,7 @@ are the same banded matrix.  A banded matrix need not be positive definite for e
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,14 +73,14 @@ class Correlation:
         return np.full(self.n_params, start)
 
     def _lags(self) -> np.ndarray:
-        i = np.arange(self.size) if self.positions is None else np.asarray(self.positions)
-        return np.abs(i[:, None] - i[None, :])
+        return _lag_matrix(self.size, self.positions)
 
     def matrix(self, rho) -> np.ndarray:
         """``C(rho)`` (dense, ``size x size``)."""
         rho = np.asarray(rho, dtype=float).reshape(-1)
         if self.kind == "ar1":
-            return rho[0] ** self._lags()
+            lags = self._lags()
+            return _powers(rho[0], lags)[lags]
         if self.kind == "cs":
             return (1.0 - rho[0]) * np.eye(self.size) + rho[0]
         if self.kind == "toep":
@@ -93,11 +94,26 @@ class Correlation:
         rho = np.asarray(rho, dtype=float).reshape(-1)
         lags = self._lags()
         if self.kind == "ar1":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                d = np.where(lags > 0, lags * rho[0] ** np.maximum(lags - 1, 0), 0.0)
+            d = lags * _powers(rho[0], lags)[np.maximum(lags - 1, 0)]
+            d[lags == 0] = 0.0
             return [d]
         if self.kind == "cs":
             return [1.0 - np.eye(self.size)]
         if self.kind == "toep":
             return [(lags == k).astype(float) for k in range(1, self.bands + 1)]
         return []
+
+
+@functools.lru_cache(maxsize=128)
+def _lag_matrix(size: int, positions: tuple[int, ...] | None) -> np.ndarray:
+    """``|i - j|`` between the positions (read-only, shared: models ask for it at every parameter value)."""
+    i = np.arange(size) if positions is None else np.asarray(positions)
+    lags = np.abs(i[:, None] - i[None, :])
+    lags.flags.writeable = False
+    return lags
+
+
+def _powers(rho: float, lags: np.ndarray) -> np.ndarray:
+    """``rho ** k`` for ``k = 0 ... max lag`` (gathered by lag: the same values as ``rho ** lags``, computed once
+    per lag)."""
+    return rho ** np.arange(int(lags.max(initial=0)) + 1)

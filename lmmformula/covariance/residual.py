@@ -159,8 +159,11 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         return float(sum((n_cells / d.size) * d.log_det(e) for d, e in zip(self.dimensions, self.split(eta))))
 
     def _parameters(self) -> list[tuple[int, int]]:
-        """(dimension, index within the dimension) of every parameter."""
-        return [(i, k) for i, d in enumerate(self.dimensions) for k in range(d.n_params)]
+        """(dimension, index within the dimension) of every parameter (cached)."""
+        if "_parameter_list" not in self.__dict__:
+            object.__setattr__(self, "_parameter_list",
+                               [(i, k) for i, d in enumerate(self.dimensions) for k in range(d.n_params)])
+        return self.__dict__["_parameter_list"]
 
     def precision_derivatives(self, eta: np.ndarray) -> list[np.ndarray] | None:
         """``dR~_oo^-1 / d eta_j`` for every parameter, in observation order, as values on
@@ -181,7 +184,10 @@ class ResidualStructure:  # frozen; caches its missing-cell plan in __dict__
         ``sum_g tr(A_g^-1 dA_g)`` over the groups of unobserved cells otherwise (``log|R~_oo| = log|W_mm| -
         log|W|`` with ``W_mm`` block diagonal over the groups, ``A_g = W_gg``); None for very long dimensions
         with unobserved cells."""
-        full = np.array([self.log_det_derivative(eta, j) for j in range(self.n_params)])
+        parts = self.split(eta)
+        n_cells = self.n_cells
+        full = np.array([(n_cells / self.dimensions[i].size) * self.dimensions[i].log_det_derivative(parts[i], k)
+                         for i, k in self._parameters()])
         if self.cells.size == self.n_cells:
             return full
         if self._gather_plan() is None:
