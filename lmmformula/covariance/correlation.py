@@ -73,14 +73,14 @@ class Correlation:
         return np.full(self.n_params, start)
 
     def _lags(self) -> np.ndarray:
-        return _lag_matrix(self.size, self.positions)
+        return _lag_matrix(self.size, self.positions)[0]
 
     def matrix(self, rho) -> np.ndarray:
         """``C(rho)`` (dense, ``size x size``)."""
         rho = np.asarray(rho, dtype=float).reshape(-1)
         if self.kind == "ar1":
-            lags = self._lags()
-            return _powers(rho[0], lags)[lags]
+            lags, longest = _lag_matrix(self.size, self.positions)
+            return (rho[0] ** np.arange(longest + 1))[lags]  # the values of rho ** lags, one power per lag
         if self.kind == "cs":
             return (1.0 - rho[0]) * np.eye(self.size) + rho[0]
         if self.kind == "toep":
@@ -92,9 +92,9 @@ class Correlation:
     def derivatives(self, rho) -> list[np.ndarray]:
         """``dC / d rho_j`` for each parameter."""
         rho = np.asarray(rho, dtype=float).reshape(-1)
-        lags = self._lags()
+        lags, longest = _lag_matrix(self.size, self.positions)
         if self.kind == "ar1":
-            d = lags * _powers(rho[0], lags)[np.maximum(lags - 1, 0)]
+            d = lags * (rho[0] ** np.arange(longest + 1))[np.maximum(lags - 1, 0)]  # lag * rho ** (lag - 1)
             d[lags == 0] = 0.0
             return [d]
         if self.kind == "cs":
@@ -105,15 +105,10 @@ class Correlation:
 
 
 @functools.lru_cache(maxsize=128)
-def _lag_matrix(size: int, positions: tuple[int, ...] | None) -> np.ndarray:
-    """``|i - j|`` between the positions (read-only, shared: models ask for it at every parameter value)."""
+def _lag_matrix(size: int, positions: tuple[int, ...] | None) -> tuple[np.ndarray, int]:
+    """``|i - j|`` between the positions (read-only, shared: models ask for it at every parameter value) and its
+    largest entry."""
     i = np.arange(size) if positions is None else np.asarray(positions)
     lags = np.abs(i[:, None] - i[None, :])
     lags.flags.writeable = False
-    return lags
-
-
-def _powers(rho: float, lags: np.ndarray) -> np.ndarray:
-    """``rho ** k`` for ``k = 0 ... max lag`` (gathered by lag: the same values as ``rho ** lags``, computed once
-    per lag)."""
-    return rho ** np.arange(int(lags.max(initial=0)) + 1)
+    return lags, int(lags.max(initial=0))
