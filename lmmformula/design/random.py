@@ -10,6 +10,8 @@ structural and does not change with the data values.
 
 from __future__ import annotations
 
+import functools
+
 import re
 from dataclasses import dataclass
 
@@ -346,7 +348,16 @@ def block_design_for(block: RandomBlock, frame: pd.DataFrame) -> tuple[sp.csc_ma
     return Z, ~seen, Xk
 
 
+@functools.lru_cache(maxsize=1)
+def _intercept_spec():
+    """formulaic's spec of the left side ``1`` (it holds no state of the data)."""
+    return formulaic_formula("1").get_model_matrix(pd.DataFrame(index=range(1)), output="numpy").model_spec
+
+
 def _term_matrix(frame: pd.DataFrame, term: RandomTerm, formula: str):
+    if term.expr.strip() == "1":  # a random intercept, the commonest term: its column without formulaic's work
+        spec = _intercept_spec()
+        return np.ones((frame.shape[0], 1)), tuple(r_style_name(str(c)) for c in spec.column_names), spec
     try:
         mm = formulaic_formula(term.expr).get_model_matrix(frame, na_action="raise", output="numpy")
     except Exception as exc:
