@@ -165,3 +165,17 @@ def test_variables_inside_transforms_formulaic_does_not_report_are_kept():
     raw = lmf.LMM.from_formula("y ~ x + I(x**2) + (1 | g)", d).fit(method="ML")
     assert poly.loglik == pytest.approx(raw.loglik, abs=1e-8)
     assert list(poly.fixed_effects.index) == ["(Intercept)", "poly(x, 2)1", "poly(x, 2)2"]
+
+
+def test_columns_with_an_empty_second_level_fit_as_plain_columns():
+    """Labels such as ``("y", "")`` (left by ``groupby().agg().reset_index()``) name the columns ``y``, ``x``, ``g``."""
+    rng = np.random.default_rng(1)
+    plain = pd.DataFrame({"y": rng.normal(size=60), "x": rng.normal(size=60), "g": np.repeat(list("abcdefghij"), 6)})
+    multi = plain.copy()
+    multi.columns = pd.MultiIndex.from_tuples([(c, "") for c in plain.columns])
+    before = multi.copy()
+    a = lmf.LMM.from_formula("y ~ x + (1 | g)", plain).fit()
+    b = lmf.LMM.from_formula("y ~ x + (1 | g)", multi).fit()
+    assert b.loglik == a.loglik
+    np.testing.assert_array_equal(b.fixed_effects["estimate"].to_numpy(), a.fixed_effects["estimate"].to_numpy())
+    pd.testing.assert_frame_equal(multi, before)

@@ -277,3 +277,17 @@ def test_text_positions_are_refused_and_gaps_are_kept():
     assert cols.loglik == pytest.approx(grouping.loglik, abs=1e-6)  # t = 2 and t = 5 are three steps apart
     rho = cols.variance_components.set_index("parameter").loc["rho(t)", "estimate"]
     assert cols.correlation("s").iloc[2, 3] == pytest.approx(rho**3, rel=1e-10)
+
+
+def test_ar1_correlation_over_positions_with_a_huge_gap():
+    """Positions 0, 1, 2 and 1e12 (a far-off time): the correlation and its derivative are rho ** lag entry by entry,
+    without one power per possible lag (which would need gigabytes)."""
+    from lmmformula.covariance.correlation import Correlation
+
+    positions = (0, 1, 2, 10**12)
+    lags = np.abs(np.subtract.outer(np.array(positions), np.array(positions)))
+    for rho in (-0.7, 0.0, 0.4):
+        c = Correlation("ar1", 4, 0, positions)
+        np.testing.assert_array_equal(c.matrix([rho]), rho ** lags)
+        expected = np.where(lags > 0, lags * rho ** np.maximum(lags - 1, 0), 0.0)
+        np.testing.assert_array_equal(c.derivatives([rho])[0], expected)

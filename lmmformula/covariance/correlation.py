@@ -73,14 +73,14 @@ class Correlation:
         return np.full(self.n_params, start)
 
     def _lags(self) -> np.ndarray:
-        return _lag_matrix(self.size, self.positions)[0]
+        return _lags(self.size, self.positions)[0]
 
     def matrix(self, rho) -> np.ndarray:
         """``C(rho)`` (dense, ``size x size``)."""
         rho = np.asarray(rho, dtype=float).reshape(-1)
         if self.kind == "ar1":
-            lags, longest = _lag_matrix(self.size, self.positions)
-            return (rho[0] ** np.arange(longest + 1))[lags]  # the values of rho ** lags, one power per lag
+            lags, longest = _lags(self.size, self.positions)
+            return _powers_at(rho[0], lags, longest)
         if self.kind == "cs":
             return (1.0 - rho[0]) * np.eye(self.size) + rho[0]
         if self.kind == "toep":
@@ -92,9 +92,9 @@ class Correlation:
     def derivatives(self, rho) -> list[np.ndarray]:
         """``dC / d rho_j`` for each parameter."""
         rho = np.asarray(rho, dtype=float).reshape(-1)
-        lags, longest = _lag_matrix(self.size, self.positions)
+        lags, longest = _lags(self.size, self.positions)
         if self.kind == "ar1":
-            d = lags * (rho[0] ** np.arange(longest + 1))[np.maximum(lags - 1, 0)]  # lag * rho ** (lag - 1)
+            d = lags * _powers_at(rho[0], np.maximum(lags - 1, 0), longest)  # lag * rho ** (lag - 1)
             d[lags == 0] = 0.0
             return [d]
         if self.kind == "cs":
@@ -104,11 +104,26 @@ class Correlation:
         return []
 
 
-@functools.lru_cache(maxsize=128)
+CACHED_LAGS = 512  # lag matrices of models up to this size are kept (8 of them, at most 2 MB each)
+
+
+def _lags(size: int, positions: tuple[int, ...] | None) -> tuple[np.ndarray, int]:
+    """``|i - j|`` between the positions and its largest entry; kept for small sizes, which models ask for at every
+    parameter value."""
+    return _lag_matrix(size, positions) if size <= CACHED_LAGS else _lag_matrix.__wrapped__(size, positions)
+
+
+@functools.lru_cache(maxsize=8)
 def _lag_matrix(size: int, positions: tuple[int, ...] | None) -> tuple[np.ndarray, int]:
-    """``|i - j|`` between the positions (read-only, shared: models ask for it at every parameter value) and its
-    largest entry."""
     i = np.arange(size) if positions is None else np.asarray(positions)
     lags = np.abs(i[:, None] - i[None, :])
     lags.flags.writeable = False
     return lags, int(lags.max(initial=0))
+
+
+def _powers_at(rho: float, lags: np.ndarray, longest: int) -> np.ndarray:
+    """``rho ** lags`` (``longest`` at least their largest entry): one power per lag, gathered, unless the lags are
+    so spread out (long gaps between positions) that there are more of them than entries."""
+    if longest < lags.size:
+        return (rho ** np.arange(longest + 1))[lags]
+    return rho ** lags

@@ -202,7 +202,8 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
         raise DataError(
             "no row is complete in all of the columns " + ", ".join(map(repr, columns)) + "; check for missing values"
         )
-    frame = data.take([data.columns.get_loc(c) for c in columns], axis=1)
+    where = [data.columns.get_loc(c) for c in columns]  # positions; a mask or slice for multi-level labels
+    frame = data.take(where, axis=1) if all(isinstance(i, int) for i in where) else data.loc[:, columns]
     kept = frame.copy() if complete.all() else frame.loc[complete].copy()  # never a view of the caller's data
     kept = _plain_dtypes(kept)
     return ModelFrame(data=kept, n_dropped=int((~complete).sum()))
