@@ -71,6 +71,12 @@ def test_bilinear_map_equals_dense_products_and_traces(n, m, seed, lazy):
     on = BilinearMap(M, M, rows, cols, pattern_keys(P))
     got = sp.csc_matrix((on(dW.data), P.indices, P.indptr), shape=P.shape).toarray()
     np.testing.assert_allclose(got, exact_mm, atol=1e-12)
+    # the map finding that structural pattern itself
+    found = BilinearMap(M, M, rows, cols, "pattern")
+    np.testing.assert_array_equal(found.out_keys, pattern_keys(P))
+    np.testing.assert_allclose(found(dW.data), on(dW.data), atol=1e-12)
+    # LAPACK's Fortran-ordered output read in place gives the same adjoint
+    assert mm.adjoint_lower(np.asfortranarray(noisy)) @ dW.data == pytest.approx(np.sum(Ts * exact_mm), abs=1e-10)
 
 
 @settings(max_examples=30, deadline=None)

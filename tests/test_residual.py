@@ -255,3 +255,52 @@ def test_missing_blocks_large_and_small_give_the_exact_observed_precision(formul
     steps = np.eye(theta.size) * 1e-6
     numeric = [(mme.evaluate(theta + h).deviance - mme.evaluate(theta - h).deviance) / 2e-6 for h in steps]
     np.testing.assert_allclose(mme.profiled_gradient(theta), numeric, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.booleans(), st.floats(0.0, 0.9), st.integers(0, 10_000))
+def test_groups_of_unobserved_cells_are_the_connected_components(rows, cols, reps, missing_share, seed):
+    """missing_plan: each group is a connected set of unobserved cells in the graph of the full precision (no
+    edge to any other unobserved cell), and its neighbours are exactly the observations adjacent to it; checked
+    against a breadth-first search on the dense precision, rows in any order."""
+    import scipy.sparse as sp
+
+    from lmmformula.covariance.missing import missing_plan
+
+    def ar1(m, rho):
+        main = np.full(m, 1 + rho ** 2)
+        main[0] = main[-1] = 1.0
+        return sp.diags([main, np.full(m - 1, -rho), np.full(m - 1, -rho)], [0, -1, 1]) if m > 1 else sp.eye(1)
+
+    rng = np.random.default_rng(seed)
+    W = sp.kron(ar1(rows, 0.3), ar1(cols, 0.6))
+    if reps:
+        W = sp.kron(W, sp.identity(2))
+    W = W.tocsc()
+    W.eliminate_zeros()  # groups follow the stored entries; here every stored entry is a non-zero
+    n_cells = W.shape[0]
+    observed = rng.random(n_cells) >= missing_share
+    observed[rng.integers(n_cells)] = True
+    cells = rng.permutation(np.flatnonzero(observed))  # the cell of each observation, in data order
+    plan = missing_plan(W, cells, n_cells)
+    adjacent = W.toarray() != 0
+    observation = {int(c): i for i, c in enumerate(cells)}
+    missing = np.flatnonzero(~observed)
+    np.testing.assert_array_equal(plan.missing, missing)
+    found, unvisited = [], set(missing.tolist())
+    while unvisited:  # breadth-first search over unobserved cells
+        group, frontier = set(), [unvisited.pop()]
+        while frontier:
+            cell = frontier.pop()
+            group.add(cell)
+            for other in np.flatnonzero(adjacent[cell]).tolist():
+                if other in unvisited:
+                    unvisited.remove(other)
+                    frontier.append(other)
+        near = {observation[o] for c in group for o in np.flatnonzero(adjacent[c]).tolist() if o in observation}
+        found.append((frozenset(group), frozenset(near)))
+    got = [(frozenset(plan.missing[comp].tolist()), frozenset(nb.tolist()))
+           for comp, nb in zip(plan.components, plan.neighbours)]
+    assert set(got) == set(found) and len(got) == len(found)
+    for nb in plan.neighbours:
+        assert np.all(np.diff(nb) > 0)  # sorted, no repeats
