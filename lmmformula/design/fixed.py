@@ -20,8 +20,8 @@ import scipy.sparse as sp
 import pandas as pd
 from formulaic import Formula, ModelSpec
 
-from ..sparsepattern import sparse_if_mostly_zero
 from ..errors import DataError, FormulaSyntaxError, RankDeficiencyWarning
+from ..sparsepattern import sparse_if_mostly_zero
 
 __all__ = ["FixedDesign", "build_fixed", "r_style_name", "to_formulaic", "model_matrix_for"]
 
@@ -90,9 +90,9 @@ class FixedDesign:
         Positions of the kept columns in the spec's full column list.
     dropped : tuple of str
         Names of aliased columns that were dropped.
+    response : str
     X_sparse : scipy.sparse.csc_matrix or None
         ``X`` as a sparse matrix when it is mostly zeros (indicator columns of a factor with many levels).
-    response : str
     """
 
     y: np.ndarray

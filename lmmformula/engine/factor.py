@@ -7,6 +7,8 @@ done once, each later call only refactors numerically (``update``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import qdldl
 import scipy.linalg
@@ -19,6 +21,21 @@ __all__ = ["SparseFactor", "DenseFactor", "NotPositiveDefinite", "make_factor", 
 
 class NotPositiveDefinite(ArithmeticError):
     """The matrix handed to a factorization is not numerically positive definite."""
+
+
+@dataclass(frozen=True)
+class _UpperMask:
+    """How to take the upper triangle of matrices with one pattern: the pattern (a copy, and the arrays themselves:
+    a matrix sharing them, such as the equations' ``C_vv``, is recognised without comparing), the positions of its
+    upper-triangle entries in CSC order and that triangle's index arrays."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    take: np.ndarray
+    upper_indices: np.ndarray
+    upper_indptr: np.ndarray
+    shared_indptr: np.ndarray
+    shared_indices: np.ndarray
 
 
 class SparseFactor:
@@ -39,8 +56,8 @@ class SparseFactor:
         if getattr(A, "format", None) != "csc":
             A = sp.csc_matrix(A)
         p = self._pattern
-        same = p is not None and ((A.indptr is p[5] and A.indices is p[6])  # the same (never modified) arrays
-                                  or (np.array_equal(p[0], A.indptr) and np.array_equal(p[1], A.indices)))
+        same = p is not None and ((A.indptr is p.shared_indptr and A.indices is p.shared_indices)
+                                  or (np.array_equal(p.indptr, A.indptr) and np.array_equal(p.indices, A.indices)))
         if not same:
             cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
             keep = A.indices <= cols
@@ -48,9 +65,10 @@ class SparseFactor:
             take = np.flatnonzero(keep)[order]
             indptr = np.concatenate([[0], np.cumsum(np.bincount(cols[keep], minlength=A.shape[1]))])
             indptr = indptr.astype(A.indices.dtype)  # one index type: scipy then takes the arrays as they are
-            p = self._pattern = (A.indptr.copy(), A.indices.copy(), take, A.indices[take].copy(), indptr,
-                                 A.indptr, A.indices)
-        return sp.csc_matrix((A.data[p[2]], p[3], p[4]), shape=A.shape)
+            p = self._pattern = _UpperMask(indptr=A.indptr.copy(), indices=A.indices.copy(), take=take,
+                                           upper_indices=A.indices[take].copy(), upper_indptr=indptr,
+                                           shared_indptr=A.indptr, shared_indices=A.indices)
+        return sp.csc_matrix((A.data[p.take], p.upper_indices, p.upper_indptr), shape=A.shape)
 
     def refactor(self, A: sp.csc_matrix) -> None:
         """New values, same pattern: numeric refactorization only."""
