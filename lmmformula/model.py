@@ -142,7 +142,8 @@ class LMM:
             Defaults to 200 for AI and 20000 for EM.
         tol : float
             Convergence tolerance on the Newton decrement and on the log-likelihood change (or on the
-            decrement alone when it is below tol / 100).
+            decrement alone when it is below tol / 100); a step taken at a decrement below tol that gains less
+            than tol is the last one.
         start : array, optional
             Starting theta (relative Cholesky factors, formula order).
 

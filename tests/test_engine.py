@@ -171,3 +171,25 @@ def test_lazy_bilinear_maps_give_the_same_fit(monkeypatch):
     assert lazy.mme.cross.zz.lazy and lazy.mme.cross.xx.lazy
     assert lazy.loglik == pytest.approx(stored.loglik, abs=1e-9)
     np.testing.assert_allclose(lazy.theta, stored.theta, rtol=1e-6)
+
+
+@pytest.mark.parametrize("formula, data, method", [
+    ("yield ~ gen + ar1(row):ar1(col)", "slatehall", "REML"),
+    ("yield ~ gen + ar1(row):ar1(col)", "stroup_nin", "ML"),
+    ("distance ~ age * Sex + Subject:us(age)", "Orthodont.csv", "REML"),
+    ("Reaction ~ Days + (1 | Subject) + Subject:ar1(Days)", "sleepstudy.csv", "REML"),
+    ("Reaction ~ Days + (Days | Subject)", "sleepstudy.csv", "ML"),
+])
+def test_converged_fit_has_a_decrement_below_tol_at_its_estimates(formula, data, method):
+    """Convergence is claimed at the end point of the last step (which may end the iterations without new
+    derivatives there): derivatives computed afresh at the estimates give a Newton decrement below tol, and
+    the deviance there is the one reported."""
+    fit = lmf.LMM.from_formula(formula, load_data(data)).fit(method=method)
+    assert fit.converged
+    mme = fit.mme
+    ev = mme.evaluate(fit.theta)
+    der = mme.derivatives(ev)
+    score = -0.5 * der.gradient
+    decrement = float(score @ np.linalg.solve(der.ai, score))
+    assert 0.0 <= decrement < fit.optimizer.tol
+    assert -0.5 * ev.deviance == pytest.approx(fit.loglik, abs=1e-12)

@@ -148,7 +148,9 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
     tol : float
         Convergence when the Newton decrement ``s' AI^-1 s`` (log-likelihood units) of the free
         parameters and the last change of the log-likelihood are both below ``tol``, or the decrement is
-        below ``tol / 100`` and the last change was no more than the previous decrement predicted.
+        below ``tol / 100`` and the last change was no more than the previous decrement predicted.  A full
+        AI step taken at a decrement below ``tol`` whose gain is below ``tol`` (and no more than the decrement
+        predicted) ends the iterations at its end point without new derivatives there.
     verbose : bool
         Print one line per iteration (log-likelihood, algorithm, step, parameters).
     """
@@ -235,12 +237,18 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         prev_crit = crit
         expected = ev.theta + step * (direction if alg == "AI" else 0.0)
         new_ev = _snap_to_bound(mme, new_ev)
+        plain = alg == "AI" and np.allclose(new_ev.theta, expected, rtol=0, atol=1e-12)
         if secant is not None:
-            secant.step_taken(ev.theta, new_ev.theta, 0.5 * der.gradient,
-                              alg == "AI" and np.allclose(new_ev.theta, expected, rtol=0, atol=1e-12))
+            secant.step_taken(ev.theta, new_ev.theta, 0.5 * der.gradient, plain)
         last_change = abs(ev.deviance - new_ev.deviance) / 2.0
         ev, theta = new_ev, new_ev.theta
         log(it, alg, ev, step)
+        if (plain and it > em_steps and crit < tol and not held.any()
+                and last_change < min(tol, max(CHANGE_CAP, 4.0 * gain))):
+            # the decrement before this step and the gain of the step are both below tol, as predicted: the
+            # derivatives at the new point would only confirm it (their decrement is of the order of crit^2)
+            converged = True
+            break
     else:
         message = f"stopped after {max_iter} iterations"
     bounds = tuple(int(i) for i in np.flatnonzero((np.isfinite(lower) & (theta <= lower + SINGULAR_TOL))
