@@ -64,7 +64,7 @@ class OptimizerResult:
     converged: bool
     n_iter: int
     history: tuple[IterationRecord, ...]
-    criterion: float          # final Newton decrement s' AI^-1 s on the free parameters
+    criterion: float          # the last Newton decrement s' AI^-1 s computed (free parameters), < tol when converged
     at_boundary: tuple[int, ...] = field(default_factory=tuple)
     message: str = ""
     tol: float = 1e-8
