@@ -291,3 +291,18 @@ def test_ar1_correlation_over_positions_with_a_huge_gap():
         np.testing.assert_array_equal(c.matrix([rho]), rho ** lags)
         expected = np.where(lags > 0, lags * rho ** np.maximum(lags - 1, 0), 0.0)
         np.testing.assert_array_equal(c.derivatives([rho])[0], expected)
+
+
+def test_a_term_absorbing_all_residual_variation_is_a_boundary_fit():
+    """sleepstudy's first five days: an ar1 term over the days leaves no residual variation (the REML supremum
+    is the residual AR1 model, as nlme's gls corAR1 finds).  The fit approaches it on a flat ridge and is flagged
+    singular; the whole sleepstudy keeps a residual variance and is not."""
+    data = _load("sleepstudy.csv")
+    formula = "Reaction ~ Days + ar1(0 + factor(Days) | Subject)"
+    first = data[data["Days"] <= 4]
+    short = lmf.LMM.from_formula(formula, first).fit()
+    limit = lmf.LMM.from_formula("Reaction ~ Days + Subject:ar1(Days)", first).fit()
+    assert short.singular and not limit.singular
+    assert limit.loglik - 2e-3 < short.loglik <= limit.loglik + 1e-9
+    assert short.sigma2 < 1e-4 * short.covariance("Subject").to_numpy().diagonal().mean()
+    assert not lmf.LMM.from_formula(formula, data).fit().singular

@@ -125,9 +125,10 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
     def singular(self) -> bool:
         """True when an estimate is on the boundary of its parameter space: a diagonal entry of a relative
         Cholesky factor below 1e-4 (lme4's isSingular: a variance of 0 or a singular covariance matrix), a
-        correlation at +-0.999, or a structured covariance matrix (``toep``, ``fa``, a ``us``/``diag``
-        residual dimension) whose smallest eigenvalue is below 1e-6 of its largest."""
-        if len(self.optimizer.at_boundary) > 0:
+        correlation at +-0.999, a structured covariance matrix (``toep``, ``fa``, a ``us``/``diag``
+        residual dimension) whose smallest eigenvalue is below 1e-6 of its largest, or a residual variance
+        below 1e-4 of the variance a random term adds to an average observation (:meth:`_residual_vanishes`)."""
+        if len(self.optimizer.at_boundary) > 0 or self._residual_vanishes():
             return True
         mats = [self.term_covariance(k) for k, c in enumerate(self.mme.covariances) if c.structured]
         res = self.mme.residual
@@ -137,6 +138,20 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
         for M in mats:
             w = np.linalg.eigvalsh(0.5 * (M + M.T))
             if w[0] <= 1e-6 * max(w[-1], 1e-300):
+                return True
+        return False
+
+    def _residual_vanishes(self, ratio: float = 1e-4) -> bool:
+        """True when ``sigma^2`` is below ``ratio`` times ``mean_i z_i' Sigma_k z_i`` for some random term ``k``
+        (``z_i`` its columns at observation ``i``): the residual variance is on its boundary 0, which the
+        parameterisation relative to it reaches only in the limit (a term that absorbs all residual variation)."""
+        res = self.mme.residual
+        if res is not None and res.has_variances:
+            return False
+        for k, blk in enumerate(self.mme.blocks):
+            Z = np.asarray(blk.X, dtype=float)
+            added = float(np.mean(np.einsum("ij,jk,ik->i", Z, self.term_covariance(k), Z)))
+            if self.sigma2 < ratio * added:
                 return True
         return False
 
