@@ -266,18 +266,17 @@ def _independent_columns(X: np.ndarray, sparse: sp.csc_matrix | None = None, tol
     n, p = X.shape
     if p == 0:
         return []
-    norms = np.linalg.norm(X, axis=0)
+    XtX = (sparse.T @ sparse).toarray() if sparse is not None else None  # indicator columns: formed sparsely
+    norms = np.sqrt(np.diag(XtX)) if XtX is not None else np.linalg.norm(X, axis=0)
     if p <= n and np.all(norms > 0):
-        # fastest path: the Cholesky factor of X'X (formed sparsely for indicator columns) has R_jj = the
-        # distance of column j from the span of the earlier ones, accurate to ~eps cond(X)^2 only, so it is
-        # trusted only when every column is clearly independent (R_jj > 1e-4 |x_j|)
-        XtX = (sparse.T @ sparse).toarray() if sparse is not None else X.T @ X
-        try:
-            r = np.diag(scipy.linalg.cholesky(XtX, lower=False))
-            if np.all(r > 1e-4 * norms):
-                return list(range(p))
-        except np.linalg.LinAlgError:
-            pass
+        XtX = X.T @ X if XtX is None else XtX
+        # fastest path: the Cholesky factor of X'X has R_jj = the distance of column j from the span of the
+        # earlier ones, accurate to ~eps cond(X)^2 only, so it is trusted only when every column is clearly
+        # independent (R_jj > 1e-4 |x_j|); LAPACK on the symmetric matrix's Fortran view (the same diagonal)
+        chol, info = scipy.linalg.lapack.dpotrf(XtX.T, lower=True)
+        r = np.diag(chol)
+        if info == 0 and np.all(r > 1e-4 * norms):
+            return list(range(p))
     if p <= n:  # fast path: an unpivoted QR with no small |R_jj| means every column is independent
         r = np.abs(np.diag(scipy.linalg.qr(X, mode="r")[0]))
         if np.all(r > tol * norms):
