@@ -193,3 +193,23 @@ def test_converged_fit_has_a_decrement_below_tol_at_its_estimates(formula, data,
     decrement = float(score @ np.linalg.solve(der.ai, score))
     assert 0.0 <= decrement < fit.optimizer.tol
     assert -0.5 * ev.deviance == pytest.approx(fit.loglik, abs=1e-12)
+
+
+def test_a_variance_stepped_onto_zero_is_released_before_convergence():
+    """Durban's lettuce trial with a replicate effect: the first AI step is capped so that the replicate's
+    relative SD lands exactly on 0, where its score is 0.  It is tested for release once the correlations are
+    near their optimum (decrement below RELEASE_FROM), and the fit reaches the interior optimum that a start
+    next to it finds."""
+    from lmmformula.engine.reml import RELEASE_FROM
+
+    model = lmf.LMM.from_formula("yield ~ gen + (1 | rep) + ar1(row):ar1(bed)", load_data("durban_rowcol"))
+    fit = model.fit()
+    history = fit.optimizer.history
+    first_zero = next(r.iteration for r in history if r.theta[0] == 0.0)
+    release = next(k for k, r in enumerate(history) if r.algorithm == "release")
+    assert first_zero == 1 and RELEASE_FROM > fit.optimizer.tol
+    assert history[release - 1].loglik - history[release - 2].loglik > 1e-4  # not after converging at 0
+    near = model.fit(start=np.asarray(fit.theta) * 1.01)
+    assert fit.theta[0] > 0.05
+    assert fit.loglik == pytest.approx(near.loglik, abs=1e-8)
+    np.testing.assert_allclose(fit.theta, near.theta, rtol=1e-4)

@@ -25,7 +25,10 @@ decrease the likelihood) is taken instead.
 Entries within 1e-4 of 0 are put on 0 when that does not worsen the objective
 (scoring approaches a zero variance only geometrically); a variance held at 0
 is released when a small positive value, with either sign of the entries
-below it, improves the objective.
+below it, improves the objective.  Its score at 0 is 0 whatever the curvature, so
+this is tested once the decrement of the free parameters falls below
+``RELEASE_FROM`` (a capped first step can land a variance exactly on 0) and again
+at convergence.
 """
 
 from __future__ import annotations
@@ -169,6 +172,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
     releases: dict[int, int] = {}
     converged, crit, message = False, np.inf, ""
     newton_mode, poor_ai, slow_steps, prev_crit = False, 0, 0, np.inf
+    tried_early = False
     secant = _SecantCorrection() if (mme.n_eta or mme.n_kappa or mme.structured) else None
 
     def log(it, alg, e, step):
@@ -203,16 +207,22 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
         gain = float(score[free] @ direction[free]) if free.any() else 0.0  # predicted by the model used
         # converged: the decrement and the last change below tol, or the decrement alone far below it (a
         # further step would only confirm what the decrement already says)
-        if (it > em_steps or algorithm == "EM") and crit < tol and (
-                last_change < tol or (crit < 1e-2 * tol and last_change < max(CHANGE_CAP, 4.0 * prev_crit))):
+        done = (it > em_steps or algorithm == "EM") and crit < tol and (
+            last_change < tol or (crit < 1e-2 * tol and last_change < max(CHANGE_CAP, 4.0 * prev_crit)))
+        # a variance held at 0 is tested once the free parameters are near their optimum (its score at 0 is 0
+        # whatever the curvature), not only at convergence: a step that ended on 0 need not keep it there
+        early = not done and it > em_steps and held.any() and crit < RELEASE_FROM and not tried_early
+        if done or early:
+            tried_early = True
             newly = _release_boundary(mme, ev, held, releases)
-            if newly is None:
+            if newly is not None:
+                ev, theta = newly, newly.theta
+                log(it, "release", ev, 0.0)
+                last_change = np.inf
+                continue
+            if done:
                 converged = True
                 break
-            ev, theta = newly, newly.theta
-            log(it, "release", ev, 0.0)
-            last_change = np.inf
-            continue
         new_ev, step, alg = None, 0.0, "AI"
         if it > em_steps:
             if not newton_mode:
@@ -258,6 +268,7 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
 
 
 SECANT_FROM = 0.1  # the decrement (log-likelihood units) below which secant pairs are collected and used
+RELEASE_FROM = 1e-2  # the decrement below which variances held at 0 are first tested for release
 
 
 class _SecantCorrection:
