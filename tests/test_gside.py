@@ -306,3 +306,13 @@ def test_a_term_absorbing_all_residual_variation_is_a_boundary_fit():
     assert limit.loglik - 2e-3 < short.loglik <= limit.loglik + 1e-9
     assert short.sigma2 < 1e-4 * short.covariance("Subject").to_numpy().diagonal().mean()
     assert not lmf.LMM.from_formula(formula, data).fit().singular
+
+
+def test_a_large_group_variance_with_replicates_is_not_a_boundary_fit():
+    """A random intercept with an SD 1000 times the residual's and 10 observations per group is well identified
+    (lme4: isSingular FALSE, theta 890): 20 effects cannot take the place of 200 residuals."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(20), 10)
+    d = pd.DataFrame({"y": 1000 * rng.normal(size=20)[g] + rng.normal(size=200), "g": g.astype(str)})
+    fit = lmf.LMM.from_formula("y ~ 1 + (1 | g)", d).fit()
+    assert not fit.singular and fit.theta[0] > 100

@@ -143,14 +143,19 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
 
     def _residual_vanishes(self, ratio: float = 1e-4) -> bool:
         """True when ``sigma^2`` is below ``ratio`` times ``mean_i z_i' Sigma_k z_i`` for some random term ``k``
-        (``z_i`` its columns at observation ``i``): the residual variance is on its boundary 0, which the
+        (``z_i`` its columns at observation ``i``, times the mean diagonal of a known matrix) among the terms with at
+        least as many effects as observations: the residual variance is on its boundary 0, which the
         parameterisation relative to it reaches only in the limit (a term that absorbs all residual variation)."""
         res = self.mme.residual
         if res is not None and res.has_variances:
             return False
         for k, blk in enumerate(self.mme.blocks):
+            if blk.Z.shape[1] < self.mme.n:  # fewer effects than observations: the term cannot take the residual's place
+                continue
             Z = np.asarray(blk.X, dtype=float)
             added = float(np.mean(np.einsum("ij,jk,ik->i", Z, self.term_covariance(k), Z)))
+            if blk.known is not None:
+                added *= float(np.mean(blk.known.diagonal))
             if self.sigma2 < ratio * added:
                 return True
         return False
