@@ -115,10 +115,10 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
     """
     _check_response_column(frame, response)
     _check_fixed_columns(frame, fixed)
-    column = response in frame.columns  # a response that is a column is read directly: formulaic builds only X
+    response_is_column = response in frame.columns  # read directly (numeric, checked above): formulaic builds only X
     try:
         with np.errstate(all="ignore"):
-            mm = formulaic_formula(fixed if column else f"{response} ~ {fixed}").get_model_matrix(
+            mm = formulaic_formula(fixed if response_is_column else f"{response} ~ {fixed}").get_model_matrix(
                 frame, na_action="raise", output="numpy")
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -128,15 +128,11 @@ def build_fixed(frame: pd.DataFrame, response: str, fixed: str, formula: str) ->
                 "check transforms such as log() of non-positive values"
             ) from None
         raise FormulaSyntaxError(f"formulaic cannot build the fixed part '{fixed}': {msg}", formula) from None
-    raw = frame[response] if column else None
-    numeric = raw is None or (pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw)
-                              and not pd.api.types.is_complex_dtype(raw))
-    # a response column is numeric here (_check_response_column)
-    lhs, rhs = (raw.to_numpy(dtype=float, na_value=np.nan)[:, None], mm) if column else (mm.lhs, mm.rhs)
-    if lhs.shape[1] != 1 or not numeric:
-        got = raw.dtype if raw is not None else f"{lhs.shape[1]} columns"
+    lhs, rhs = (frame[response].to_numpy(dtype=float, na_value=np.nan)[:, None], mm) if response_is_column \
+        else (mm.lhs, mm.rhs)
+    if lhs.shape[1] != 1:
         raise DataError(
-            f"the response '{response}' must be one numeric column, got {got}; "
+            f"the response '{response}' must be one numeric column, got {lhs.shape[1]} columns; "
             "convert it with pd.to_numeric or choose a numeric response"
         )
     if np.iscomplexobj(np.asarray(lhs)):

@@ -151,9 +151,9 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
     tol : float
         Convergence when the Newton decrement ``s' AI^-1 s`` (log-likelihood units) of the free
         parameters and the last change of the log-likelihood are both below ``tol``, or the decrement is
-        below ``tol / 100`` and the last change was no more than the previous decrement predicted.  A full
-        AI step taken at a decrement below ``tol`` whose gain is below ``tol`` (and no more than the decrement
-        predicted) ends the iterations at its end point without new derivatives there.
+        below ``tol / 100`` and the last change was no more than the previous decrement predicted.  An AI
+        step that ends where its direction put it (any length), taken at a decrement below ``tol`` and gaining
+        less than ``tol``, ends the iterations at its end point without new derivatives there.
     verbose : bool
         Print one line per iteration (log-likelihood, algorithm, step, parameters).
     """

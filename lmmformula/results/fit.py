@@ -150,7 +150,7 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
         if res is not None and res.has_variances:
             return False
         for k, blk in enumerate(self.mme.blocks):
-            if blk.Z.shape[1] < self.mme.n:  # fewer effects than observations: the term cannot take the residual's place
+            if blk.Z.shape[1] < self.mme.n:  # fewer effects than observations cannot take the residual's place
                 continue
             Z = np.asarray(blk.X, dtype=float)
             added = float(np.mean(np.einsum("ij,jk,ik->i", Z, self.term_covariance(k), Z)))

@@ -97,7 +97,8 @@ class Summary:
                          f"[{_fmt(r['reliability_min'], 3)}, {_fmt(r['reliability_max'], 3)}]")
         lines += ["", self._convergence_line()]
         if fit.singular:
-            lines.append("boundary (singular) fit: a variance (the residual's included) is 0 or a covariance matrix is singular")
+            lines.append("boundary (singular) fit: a variance (the residual's included) is 0 or a covariance "
+                         "matrix is singular")
         return "\n".join(lines)
 
     def __str__(self) -> str:
