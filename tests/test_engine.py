@@ -195,6 +195,17 @@ def test_converged_fit_has_a_decrement_below_tol_at_its_estimates(formula, data,
     assert -0.5 * ev.deviance == pytest.approx(fit.loglik, abs=1e-12)
 
 
+def test_summary_convergence_line_counts_the_steps_taken():
+    """The summary names the steps of the history by algorithm and the last decrement the optimizer computed
+    (the one its convergence rule compared with tol)."""
+    fit = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", load_data("sleepstudy.csv")).fit()
+    algs = [h.algorithm for h in fit.optimizer.history[1:]]
+    line = next(x for x in fit.summary().as_text().splitlines() if x.startswith("REML converged"))
+    assert f"after {len(algs)} steps ({algs.count('EM')} EM, {algs.count('AI')} AI)" in line
+    assert f"s'AI^-1 s = {fit.optimizer.criterion:.2e} (tolerance 1e-08)" in line
+    assert fit.optimizer.criterion < 1e-8
+
+
 def test_a_variance_stepped_onto_zero_is_released_before_convergence():
     """Durban's lettuce trial with a replicate effect: the first AI step is capped so that the replicate's
     relative SD lands exactly on 0, where its score is 0.  It is tested for release once the correlations are

@@ -121,16 +121,30 @@ def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def required_columns(parsed: ParsedFormula) -> list[str]:
-    """All data columns named in the formula, response first."""
+    """All data columns named in the formula, response first.
+
+    Raises
+    ------
+    ModelSpecificationError
+        A response column also appears on the right-hand side (R drops such a term with a warning; a
+        transform of it, e.g. ``I(2 * y)``, would fit the response to itself).
+    """
     cols: set[str] = set()
     cols |= _formula_variables(f"{parsed.response} ~ {parsed.fixed}", parsed.formula)
+    places = {c: "the fixed part" for c in _formula_variables(f"1 ~ {parsed.fixed}", parsed.formula)}
     for term in parsed.random:
-        cols |= _formula_variables(term.expr, parsed.formula)
-        cols |= {p.variable for p in term.group}
+        for c in _formula_variables(term.expr, parsed.formula) | {p.variable for p in term.group}:
+            places.setdefault(c, f"the random term ({term.expr} | {term.group_name})")
     if parsed.residual is not None:
-        cols |= {p.variable for p in parsed.residual.parts}
+        for p in parsed.residual.parts:
+            places.setdefault(p.variable, f"the residual term '{parsed.residual.text}'")
     resp = _formula_variables(f"{parsed.response} ~ 1", parsed.formula)
-    return sorted(resp) + sorted(cols - resp)
+    both = sorted(resp & set(places))
+    if both:
+        raise ModelSpecificationError(
+            f"the response column '{both[0]}' also appears on the right-hand side (in {places[both[0]]}); a "
+            "response cannot explain itself: remove it from the right-hand side")
+    return sorted(resp) + sorted((cols | set(places)) - resp)
 
 
 def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
@@ -182,6 +196,12 @@ def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:
     complete = np.ones(data.shape[0], dtype=bool)
     for c in columns:
         col = data[c]
+        if isinstance(col, pd.DataFrame):  # a first-level label of multi-level columns with non-empty sub-labels
+            full = ", ".join(repr((c, t)) for t in list(col.columns)[:3])
+            raise DataError(
+                f"'{c}' is the first level of multi-level column labels ({full}), which a formula cannot name; "
+                "flatten the labels, e.g. "
+                "data.columns = ['_'.join(map(str, t)).rstrip('_') for t in data.columns]")
         _check_hashable(col, c)
         if (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
                 and not pd.api.types.is_complex_dtype(col)):

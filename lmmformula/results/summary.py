@@ -53,9 +53,8 @@ class Summary:
         steps = sum(algs.count(a) for a in ("EM", "AI", "NR"))
         counts = ", ".join(f"{algs.count(a)} {a}" for a in ("EM", "AI", "NR") if algs.count(a))
         state = "converged" if fit.converged else "did NOT converge"
-        return (f"{fit.method} {state} after {steps} steps ({counts}; {fit.n_iter} iterations with the final "
-                f"check); "
-                f"criterion s'AI^-1 s = {opt.criterion:.2e} (tolerance {opt.tol:g})")
+        return (f"{fit.method} {state} after {steps} steps ({counts}); last Newton decrement s'AI^-1 s = "
+                f"{opt.criterion:.2e} (tolerance {opt.tol:g})")
 
     def as_text(self) -> str:
         fit = self.fit
