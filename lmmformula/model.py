@@ -12,6 +12,7 @@ from .covariance.grids import build_residual
 from .covariance.residual import ResidualStructure
 from .design import FixedDesign, RandomBlock, build_fixed, build_random, model_frame
 from .engine import MixedModelEquations, NotPositiveDefinite, fit_variance_parameters
+from .engine.conditioning import fit_conditioned
 from .engine.reml import IterationRecord, OptimizerResult
 from .errors import ConvergenceWarning, DataError, LMMWarning, ModelSpecificationError
 from .confounding import design_warnings
@@ -194,8 +195,13 @@ class LMM:
                 "or omit start"
             ) from None
         try:
-            opt = fit_variance_parameters(mme, theta0, algorithm=algorithm, max_iter=max_iter, tol=tol,
-                                          verbose=verbose)
+            # nearly collinear columns of an unstructured term (a slope on a covariate far from 0): iterate on
+            # conditioned columns first (a start given by the caller is used as it is)
+            opt = fit_conditioned(mme, theta0, algorithm=algorithm, max_iter=max_iter, tol=tol, verbose=verbose) \
+                if start is None and algorithm == "AI" else None
+            if opt is None:
+                opt = fit_variance_parameters(mme, theta0, algorithm=algorithm, max_iter=max_iter, tol=tol,
+                                              verbose=verbose)
         except NotPositiveDefinite:
             raise ModelSpecificationError(
                 "the mixed model equations became numerically singular; check for fixed effects that are "
@@ -309,7 +315,7 @@ class LMM:
         opt = OptimizerResult(theta=theta, converged=conv["converged"], n_iter=conv["n_iter"], history=history,
                               criterion=np.nan if conv["criterion"] is None else conv["criterion"],
                               at_boundary=tuple(conv["at_boundary"]), message=conv["message"],
-                              tol=conv["tol"])
+                              tol=conv["tol"], conditioned=tuple(conv.get("conditioned", ())))
         ev = mme.evaluate(theta)
         stored = record["estimates"]["loglik"]
         if stored is not None and -0.5 * ev.deviance != stored:

@@ -50,7 +50,7 @@ def test_ml_changes_the_method(capsys, sleep_csv):
 def test_algorithm_and_tolerance(capsys, sleep_csv):
     code, out, _ = run(capsys, "fit", sleep_csv, QUICK, "--algorithm", "em", "--tol", "1e-6")
     assert code == 0
-    assert "EM;" in out.splitlines()[-1] and "(tolerance 1e-06)" in out
+    assert "EM);" in out.splitlines()[-1] and "(tolerance 1e-06)" in out
 
 
 def test_quiet_prints_nothing(capsys, sleep_csv):

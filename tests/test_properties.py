@@ -93,6 +93,22 @@ def test_affine_response_scales_variances(case, scale, shift, negate):
     np.testing.assert_allclose(b1, expected, rtol=1e-5, atol=1e-5 * (abs(shift) + abs(a)))
 
 
+@SETTINGS
+@given(designs(slopes=True), st.sampled_from([-3e3, -300.0, 30.0, 1e3, 1e4]), st.sampled_from(["REML", "ML"]))
+def test_shifting_a_random_slope_covariate_changes_no_likelihood(case, shift, method):
+    """An unstructured ``(1 + x | g)`` is the same model as ``(1 + I(x + c) | g)``: the maximum, the slope's
+    variance and the residual variance do not depend on c (lme4's optimizers stop short for large c)."""
+    data, formula = case
+    a = lmf.LMM.from_formula(formula, data).fit(method=method)
+    b = lmf.LMM.from_formula(formula, data.assign(x=data.x + shift)).fit(method=method)
+    assert a.converged and b.converged
+    assert b.loglik == pytest.approx(a.loglik, abs=1e-6)
+    va, vb = (f.variance_components.set_index("parameter")["estimate"] for f in (a, b))
+    scale = max(float(va.max()), 1e-8)
+    assert vb["var(x)"] == pytest.approx(va["var(x)"], rel=1e-3, abs=1e-4 * scale)
+    assert b.sigma2 == pytest.approx(a.sigma2, rel=1e-3)
+
+
 @settings(max_examples=6, deadline=None)
 @given(designs(slopes=False, crossed=False, min_sd=1.0))
 def test_em_and_ai_reach_the_same_optimum(case):

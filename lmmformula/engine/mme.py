@@ -138,6 +138,11 @@ class MixedModelEquations(ScoreMixin):
         self._last_evaluation = None  # the most recent Evaluation (immutable; returned again for the same theta)
 
     @property
+    def dense_below(self) -> int:
+        """Random blocks with at most this many columns use dense LAPACK."""
+        return self._dense_below
+
+    @property
     def theta_scale(self) -> np.ndarray:
         """The natural unit of each parameter: ``1 / rms`` of the random-effect column an entry of ``Lk``
         multiplies (1 for intercepts and for structured, grouping and residual parameters).  A slope on a

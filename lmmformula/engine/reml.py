@@ -71,6 +71,7 @@ class OptimizerResult:
     at_boundary: tuple[int, ...] = field(default_factory=tuple)
     message: str = ""
     tol: float = 1e-8
+    conditioned: tuple[int, ...] = ()  # terms first fitted on conditioned columns (engine.conditioning)
 
 
 def _solve_psd(A: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -135,6 +135,7 @@ def fit_record(fit) -> dict:
         "convergence": {
             "converged": bool(opt.converged), "n_iter": int(opt.n_iter), "criterion": _clean(opt.criterion),
             "tol": _clean(opt.tol), "message": opt.message, "at_boundary": [int(i) for i in opt.at_boundary],
+            "conditioned": [int(k) for k in opt.conditioned],
             "history": [{"iteration": r.iteration, "algorithm": r.algorithm, "loglik": _clean(r.loglik),
                          "step": _clean(r.step), "theta": [float(t) for t in r.theta]} for r in opt.history],
         },

@@ -53,8 +53,14 @@ class Summary:
         steps = sum(algs.count(a) for a in ("EM", "AI", "NR"))
         counts = ", ".join(f"{algs.count(a)} {a}" for a in ("EM", "AI", "NR") if algs.count(a))
         state = "converged" if fit.converged else "did NOT converge"
-        return (f"{fit.method} {state} after {steps} steps ({counts}); last Newton decrement s'AI^-1 s = "
+        line = (f"{fit.method} {state} after {steps} steps ({counts}); last Newton decrement s'AI^-1 s = "
                 f"{opt.criterion:.2e} (tolerance {opt.tol:g})")
+        if opt.conditioned:
+            terms = [fit.mme.blocks[k] for k in opt.conditioned]
+            names = ", ".join(f"({b.term.expr} | {b.term.group_name})" if b.term is not None else b.name
+                              for b in terms)
+            line += f"; iterations on orthogonalised columns of {names} (nearly collinear; the same model)"
+        return line
 
     def as_text(self) -> str:
         fit = self.fit
