@@ -304,3 +304,15 @@ def test_groups_of_unobserved_cells_are_the_connected_components(rows, cols, rep
     assert set(got) == set(found) and len(got) == len(found)
     for nb in plan.neighbours:
         assert np.all(np.diff(nb) > 0)  # sorted, no repeats
+
+
+def test_a_correlation_only_model_stuck_at_the_edge_stops_at_once():
+    """``Chick:toep(Time, 2)`` on ChickWeight (days 0, 2, ..., 20, 21: lag 1 is only observed between days 20
+    and 21) needs lag-1 and lag-2 correlations next to the edge of positive definiteness, where no AI or Newton
+    step helps.  Without random effects EM changes no parameter: the fit stops with a ConvergenceWarning saying
+    so, instead of repeating the same EM step until max_iter."""
+    model = lmf.LMM.from_formula("weight ~ Time + Chick:toep(Time, 2)", load_data("ChickWeight.csv"))
+    with pytest.warns(lmf.ConvergenceWarning, match="EM step changes no parameter"):
+        fit = model.fit()
+    assert not fit.converged and fit.n_iter < 50
+    assert fit.optimizer.history[-1].algorithm != "EM"

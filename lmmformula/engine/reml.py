@@ -241,7 +241,12 @@ def fit_variance_parameters(mme: MixedModelEquations, theta0: np.ndarray, *, alg
                 new_ev, step = _line_search(mme, ev, newton) if newton is not None else (None, 0.0)
         if new_ev is None:
             alg = "EM"
-            new_ev, step = _try_evaluate(mme, mme.canonical(em_step(mme, ev, der.selected_inverse))), 1.0
+            em_theta = mme.canonical(em_step(mme, ev, der.selected_inverse))
+            if np.array_equal(em_theta, ev.theta):  # EM updates no parameter of this model (correlations only)
+                message = ("no step improves the objective and the EM step changes no parameter (e.g. a banded "
+                           "Toeplitz correlation next to the edge of positive definiteness)")
+                break
+            new_ev, step = _try_evaluate(mme, em_theta), 1.0
             if new_ev is None:
                 message = "no step improves the objective and the EM step leaves the admissible region"
                 break
