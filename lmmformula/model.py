@@ -73,6 +73,23 @@ def _refuse_keywords(other: dict, where: str) -> None:
                                                "; see help(lmmformula.LMM) for the options"))
 
 
+def _warn_lost_precision(mme: MixedModelEquations, ev, opt: OptimizerResult) -> None:
+    """Warn when the estimates of a fit on orthogonalised columns, evaluated in the original parameterisation,
+    give a log-likelihood that differs from the optimum's by more than 1e-6 (rounding in products of columns far
+    from 0, e.g. ``(1 + x + I(x**2) | g)`` with x near 3000)."""
+    if not opt.conditioned or not opt.history:
+        return
+    optimum, here = opt.history[-1].loglik, -0.5 * ev.deviance
+    if abs(here - optimum) > 1e-6:
+        names = ", ".join(f"({mme.blocks[k].term.expr} | {mme.blocks[k].term.group_name})"
+                          if mme.blocks[k].term is not None else mme.blocks[k].name for k in opt.conditioned)
+        warnings.warn(
+            f"the columns of {names} are so nearly collinear that the mixed model equations lose precision in "
+            f"their original parameterisation: the log-likelihood there is {here:.8g} against {optimum:.8g} on "
+            "orthogonalised columns, and the fixed effects, BLUPs and fitted values carry rounding errors of "
+            "that order; centre or rescale the covariate (e.g. I(x - 1000))", LMMWarning, stacklevel=3)
+
+
 class LMM:
     """A linear mixed model specified by an lme4-style formula.
 
@@ -196,9 +213,9 @@ class LMM:
             ) from None
         try:
             # nearly collinear columns of an unstructured term (a slope on a covariate far from 0): iterate on
-            # conditioned columns first (a start given by the caller is used as it is)
-            opt = fit_conditioned(mme, theta0, algorithm=algorithm, max_iter=max_iter, tol=tol, verbose=verbose) \
-                if start is None and algorithm == "AI" else None
+            # conditioned columns (a start given by the caller is mapped to them)
+            opt = fit_conditioned(mme, theta0, given_start=start is not None, algorithm=algorithm,
+                                  max_iter=max_iter, tol=tol, verbose=verbose) if algorithm == "AI" else None
             if opt is None:
                 opt = fit_variance_parameters(mme, theta0, algorithm=algorithm, max_iter=max_iter, tol=tol,
                                               verbose=verbose)
@@ -208,6 +225,7 @@ class LMM:
                 "confounded with a grouping factor, or rescale covariates"
             ) from None
         ev = mme.evaluate(opt.theta)
+        _warn_lost_precision(mme, ev, opt)
         if not opt.converged:
             warnings.warn(
                 f"{method} iterations did not converge ({opt.message}); the estimates are the last iterate. "

@@ -264,11 +264,59 @@ def test_slope_on_a_covariate_far_from_zero_reaches_the_centred_optimum(seed, sl
     assert "orthogonalised columns of (x | g)" in far.summary().as_text()
 
 
-def test_conditioning_is_kept_by_the_record_and_skipped_for_a_given_start_or_good_columns():
+def test_conditioning_is_kept_by_the_record_used_from_a_given_start_and_skipped_for_good_columns():
     d = _far_slope_data(6, 0.0)
     fit = lmf.LMM.from_formula("y ~ x + (x | g)", d).fit()
     again = lmf.FitResult.from_json(fit.to_json(), data=d)
     assert again.optimizer.conditioned == (0,)
-    assert fit.refit().optimizer.conditioned == ()  # a start (the estimates) is used as given
+    refit = fit.refit(method="ML")  # a start (the REML estimates) is mapped to the conditioned parameters
+    assert refit.optimizer.conditioned == (0,)
+    centred = lmf.LMM.from_formula("y ~ xc + (xc | g)", d).fit(method="ML")
+    assert refit.loglik == pytest.approx(centred.loglik, abs=1e-7)
     sleep = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", load_data("sleepstudy.csv")).fit()
     assert sleep.optimizer.conditioned == ()
+
+
+@pytest.mark.parametrize("shift", [1e3, 1e4])
+def test_shifted_sleepstudy_slope_matches_the_centred_fit_and_its_singular_flag(shift):
+    """sleepstudy with Days + shift: the same maximum as ``(Days | Subject)`` and not flagged singular (the
+    original factor's second diagonal entry, the slope's SD given the intercept at Days = -shift, is below
+    1e-4 at a shift of 1e4 although the covariance matrix is positive definite)."""
+    d = load_data("sleepstudy.csv")
+    plain = lmf.LMM.from_formula("Reaction ~ Days + (Days | Subject)", d).fit()
+    far = lmf.LMM.from_formula("Reaction ~ Dx + (Dx | Subject)", d.assign(Dx=d.Days + shift)).fit()
+    assert far.optimizer.conditioned == (0,) and far.converged
+    assert far.loglik == pytest.approx(plain.loglik, abs=1e-7)
+    assert far.singular is plain.singular is False
+    # inference on the slope does not depend on the shift (lmerTest on the centred data: 17.0 both ways); it is
+    # computed on the orthogonalised columns, where it keeps its precision
+    slope, days = far.fixed_effects.loc["Dx"], plain.fixed_effects.loc["Days"]
+    assert slope["df"] == pytest.approx(days["df"], rel=1e-3) and slope["std_error"] == pytest.approx(
+        days["std_error"], rel=1e-6)
+    kr_far, kr_plain = far.anova(ddf="kenward-roger"), plain.anova(ddf="kenward-roger")
+    assert kr_far.loc["Dx", "den_df"] == pytest.approx(kr_plain.loc["Days", "den_df"], rel=1e-3)
+    se = lambda fit, name: float(fit.variance_components.set_index("parameter").loc[name, "std_error"])  # noqa
+    assert se(far, "var(Dx)") == pytest.approx(se(plain, "var(Days)"), rel=1e-4)
+    assert se(far, "variance") == pytest.approx(se(plain, "variance"), rel=1e-4)  # the residual variance
+
+
+def test_conditioned_iterations_that_stop_early_are_returned_with_a_warning():
+    d = load_data("sleepstudy.csv").assign(Dx=lambda f: f.Days + 1000.0)
+    model = lmf.LMM.from_formula("Reaction ~ Dx + (Dx | Subject)", d)
+    with pytest.warns(lmf.ConvergenceWarning, match="stopped after 3 iterations"):
+        fit = model.fit(max_iter=3)
+    assert fit.optimizer.conditioned == (0,) and not fit.converged and fit.n_iter == 3
+    assert fit.loglik == pytest.approx(fit.optimizer.history[-1].loglik, abs=1e-6)
+
+
+def test_lost_precision_in_the_original_parameters_is_warned_about():
+    """``(1 + x + I(x**2) | Subject)`` with x = Days + 3000: the conditioned iterations reach the centred
+    model's maximum (lme4 on the centred data: -869.1499594), but the equations in the original parameters
+    give a log-likelihood 2.6e-3 off; the fit says so rather than reporting it silently."""
+    d = load_data("sleepstudy.csv")
+    centred = lmf.LMM.from_formula("Reaction ~ Days + (1 + Days + I(Days**2) | Subject)", d).fit(method="ML")
+    model = lmf.LMM.from_formula("Reaction ~ x + (1 + x + I(x**2) | Subject)", d.assign(x=d.Days + 3000.0))
+    with pytest.warns(lmf.LMMWarning, match=r"lose precision.*centre or rescale"):
+        far = model.fit(method="ML")
+    assert far.optimizer.history[-1].loglik == pytest.approx(centred.loglik, abs=1e-7)
+    assert centred.loglik == pytest.approx(-869.1499594, abs=1e-6)

@@ -120,31 +120,50 @@ def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _named(text: str) -> set[str]:
+    """Identifiers in ``text`` that are not called and not keyword names: the variables of transforms that
+    formulaic does not report (``scale(y)``, ``poly(y, 2)``, ``bs(y, 3)``)."""
+    unquoted = re.sub(r"(['\"]).*?\1", "", text)
+    return set(re.findall(r"(?<![\w.])([A-Za-z_][\w.]*)(?![\w.]*\s*\()(?!\s*=)", unquoted))
+
+
+def _term_text(term) -> str:
+    """A random term as written (up to spacing)."""
+    if term.structure is not None:
+        return term.structure.text
+    return f"({term.expr} {'|' if term.correlated else '||'} {term.group_name})"
+
+
 def required_columns(parsed: ParsedFormula) -> list[str]:
     """All data columns named in the formula, response first.
 
     Raises
     ------
     ModelSpecificationError
-        A response column also appears on the right-hand side (R drops such a term with a warning; a
-        transform of it, e.g. ``I(2 * y)``, would fit the response to itself).
+        Every column of the response also appears on the right-hand side (``y ~ x + y``, ``log(y) ~ scale(y)``;
+        R drops a term identical to the response with a warning).  A response of several columns, e.g. the
+        change score ``I(post - pre) ~ pre``, may share some of them with the right-hand side.
     """
     cols: set[str] = set()
     cols |= _formula_variables(f"{parsed.response} ~ {parsed.fixed}", parsed.formula)
-    places = {c: "the fixed part" for c in _formula_variables(f"1 ~ {parsed.fixed}", parsed.formula)}
+    places = {c: "the fixed part" for c in _formula_variables(f"1 ~ {parsed.fixed}", parsed.formula)
+              | _named(parsed.fixed)}
     for term in parsed.random:
-        for c in _formula_variables(term.expr, parsed.formula) | {p.variable for p in term.group}:
-            places.setdefault(c, f"the random term ({term.expr} | {term.group_name})")
+        used = _formula_variables(term.expr, parsed.formula) | {p.variable for p in term.group}
+        cols |= used
+        for c in used | _named(term.expr):
+            places.setdefault(c, f"the random term {_term_text(term)}")
     if parsed.residual is not None:
+        cols |= {p.variable for p in parsed.residual.parts}
         for p in parsed.residual.parts:
             places.setdefault(p.variable, f"the residual term '{parsed.residual.text}'")
     resp = _formula_variables(f"{parsed.response} ~ 1", parsed.formula)
-    both = sorted(resp & set(places))
-    if both:
+    if resp and resp <= set(places):
+        first = sorted(resp)[0]
         raise ModelSpecificationError(
-            f"the response column '{both[0]}' also appears on the right-hand side (in {places[both[0]]}); a "
+            f"the response column '{first}' also appears on the right-hand side (in {places[first]}); a "
             "response cannot explain itself: remove it from the right-hand side")
-    return sorted(resp) + sorted((cols | set(places)) - resp)
+    return sorted(resp) + sorted(cols - resp)
 
 
 def model_frame(data: object, parsed: ParsedFormula) -> ModelFrame:

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from ..covariance import BlockCovariance
 from .mme import MixedModelEquations
-from .reml import SINGULAR_TOL, OptimizerResult, fit_variance_parameters
+from .reml import OptimizerResult, fit_variance_parameters
 
 __all__ = ["COLLINEAR_LIMIT", "collinear_terms", "fit_conditioned"]
 
@@ -69,31 +69,35 @@ def _conditioned_equations(mme: MixedModelEquations, transforms: dict[int, np.nd
                                dense_below=mme.dense_below, sparse_X=mme.cross.sparse_X)
 
 
-def _to_original(mme: MixedModelEquations, transforms: dict[int, np.ndarray], theta) -> np.ndarray:
-    """Map ``theta`` of the conditioned model to the original one: ``Lk Lk' = (T Lk~)(T Lk~)'``."""
+def _mapped(mme: MixedModelEquations, transforms: dict[int, np.ndarray], theta, inverse: bool = False) -> np.ndarray:
+    """``theta`` of the conditioned model mapped to the original one, ``Lk Lk' = (T Lk~)(T Lk~)'`` (with
+    ``inverse``: the original mapped to the conditioned one, ``T^-1`` in place of ``T``)."""
     out = np.array(theta, dtype=float)
     for k, T in transforms.items():
         cov = mme.covariances[k]
         t0, t1 = mme.theta_offsets[k], mme.theta_offsets[k + 1]
-        L = np.linalg.qr((T @ cov.factor(out[t0:t1])).T, mode="r").T  # M = L Q: M M' = L L'
+        M = (np.linalg.inv(T) if inverse else T) @ cov.factor(out[t0:t1])
+        L = np.linalg.qr(M.T, mode="r").T  # M = L Q: M M' = L L'
         L *= np.where(np.diag(L) < 0.0, -1.0, 1.0)[None, :]
         out[t0:t1] = [L[r, c] for r, c in cov.theta_positions]
     return mme.canonical(out)
 
 
-def fit_conditioned(mme: MixedModelEquations, theta0: np.ndarray, **options) -> OptimizerResult | None:
-    """Fit through the conditioned parameterisation (module docstring), or None when no term needs it or the
-    conditioned iterations do not converge (the caller then iterates in the original parameterisation).
+def fit_conditioned(mme: MixedModelEquations, theta0: np.ndarray, *, given_start: bool = False,
+                    **options) -> OptimizerResult | None:
+    """Fit through the conditioned parameterisation (module docstring); None when no term needs it.
 
     The Newton decrement ``s' AI^-1 s`` is invariant under a change of parameters with an invertible Jacobian,
     so the conditioned fit's convergence holds for the original parameters; iterating there again would only
-    add rounding (at ``x`` near 1e4 the original average information has a condition number near 1e16).
+    add rounding (at ``x`` near 1e4 the original average information has a condition number near 1e16).  A fit
+    that does not converge is returned as it is (mapped), for the caller's warning.
 
     Parameters
     ----------
     mme : MixedModelEquations
     theta0 : ndarray
-        Starting value of the original model; the conditioned terms start at the identity instead.
+        Starting value of the original model.  Unless ``given_start``, the conditioned terms start at the
+        identity (of the conditioned columns) instead; a given start is mapped to the conditioned parameters.
     **options
         Passed to :func:`~lmmformula.engine.reml.fit_variance_parameters` (``algorithm``, ``max_iter``, ``tol``,
         ``verbose``).
@@ -102,20 +106,70 @@ def fit_conditioned(mme: MixedModelEquations, theta0: np.ndarray, **options) -> 
     if not transforms:
         return None
     start = np.array(theta0, dtype=float)
-    for k in transforms:
-        start[mme.theta_offsets[k]:mme.theta_offsets[k + 1]] = mme.covariances[k].initial_theta()
+    if given_start:
+        start = _mapped(mme, transforms, start, inverse=True)
+    else:
+        for k in transforms:
+            start[mme.theta_offsets[k]:mme.theta_offsets[k + 1]] = mme.covariances[k].initial_theta()
     if options.get("verbose"):
         names = ", ".join(mme.blocks[k].name for k in sorted(transforms))
-        options.get("printer", print)(f"nearly collinear columns in term {names}: iterating on orthogonalised "
-                                      "columns (the same model); theta below is in that parameterisation")
+        options.get("printer", print)(f"nearly collinear columns in the term of {names}: iterating on "
+                                      "orthogonalised columns (the same model); theta below is in that "
+                                      "parameterisation")
     fit = fit_variance_parameters(_conditioned_equations(mme, transforms), start, **options)
-    if not fit.converged:
-        return None
-    theta = _to_original(mme, transforms, fit.theta)
-    history = tuple(dataclasses.replace(r, theta=tuple(float(x) for x in _to_original(mme, transforms, r.theta)))
+    history = tuple(dataclasses.replace(r, theta=tuple(float(x) for x in _mapped(mme, transforms, r.theta)))
                     for r in fit.history)
-    lower, upper = mme.lower, mme.upper
-    bounds = tuple(int(i) for i in np.flatnonzero((np.isfinite(lower) & (theta <= lower + SINGULAR_TOL))
-                                                  | (theta >= upper - SINGULAR_TOL)))
-    return dataclasses.replace(fit, theta=theta, history=history, at_boundary=bounds,
+    theta = _mapped(mme, transforms, fit.theta)
+    return dataclasses.replace(fit, theta=theta, history=history, at_boundary=_boundary(mme, transforms, fit, theta),
                                conditioned=tuple(sorted(transforms)))
+
+
+def _boundary(mme: MixedModelEquations, transforms: dict[int, np.ndarray], fit: OptimizerResult,
+              theta: np.ndarray) -> tuple[int, ...]:
+    """The conditioned fit's boundary entries, in the original parameters.  A conditioned term is singular when
+    its conditioned factor has zero diagonal entries; as many of the smallest diagonal entries of the original
+    factor are reported (a relative SD of a slope given the intercept at x = 0, far from the data, is tiny in
+    the original parameters without ``Sigma`` being singular, so the original values alone cannot tell)."""
+    out = set(fit.at_boundary)
+    for k in transforms:
+        cov, t0, t1 = mme.covariances[k], int(mme.theta_offsets[k]), int(mme.theta_offsets[k + 1])
+        zero = sum(1 for i in range(t0, t1) if i in out)
+        out -= set(range(t0, t1))
+        diagonal = [t0 + t for t, (r, c) in enumerate(cov.theta_positions) if r == c]
+        out |= set(sorted(diagonal, key=lambda i: abs(theta[i]))[:zero])
+    return tuple(sorted(out))
+
+
+def conditioned_view(mme: MixedModelEquations, theta: np.ndarray, terms: tuple[int, ...]):
+    """The conditioned equations and their evaluation at the estimates ``theta`` (original parameters) of a fit
+    whose ``terms`` were conditioned, for quantities that do not depend on the parameterisation but lose
+    precision in the original one (Satterthwaite and Kenward-Roger df), or that map linearly
+    (:func:`natural_map`)."""
+    transforms = {k: T for k, T in collinear_terms(mme).items() if k in terms}
+    if set(transforms) != set(terms):
+        raise RuntimeError("the conditioned terms of this fit are not those its equations select")
+    conditioned = _conditioned_equations(mme, transforms)
+    return conditioned, conditioned.evaluate(_mapped(mme, transforms, theta, inverse=True))
+
+
+def natural_map(mme: MixedModelEquations, terms: tuple[int, ...], size: int) -> np.ndarray:
+    """``J`` (``size x size``) with ``psi = J psi~`` for the natural parameters of :func:`variance_information`
+    (each term's ``Sigma`` entries, then ``sigma^2`` and the structure parameters, unchanged): a conditioned
+    term has ``Sigma = T Sigma~ T'``, linear in the entries of ``Sigma~``."""
+    J = np.eye(size)
+    start = 0
+    transforms = collinear_terms(mme)
+    for k, cov in enumerate(mme.covariances):
+        n = len(cov.parameter_names())
+        if k in terms:
+            pars = cov.parameters
+            T = transforms[k]
+            block = np.empty((n, n))
+            for j, (c, d) in enumerate(pars):
+                E = np.zeros((cov.m, cov.m))
+                E[c, d] = E[d, c] = 1.0
+                S = T @ E @ T.T
+                block[:, j] = [S[a, b] for a, b in pars]
+            J[start:start + n, start:start + n] = block
+        start += n
+    return J

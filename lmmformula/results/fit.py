@@ -15,6 +15,7 @@ import scipy.linalg
 import scipy.stats
 
 from ..engine import MixedModelEquations, OptimizerResult, variance_information
+from ..engine.conditioning import conditioned_view, natural_map
 from ..engine.mme import Evaluation
 from ..errors import ModelSpecificationError, UnknownTermError
 from ..inference import contrast_df, satterthwaite_state
@@ -172,8 +173,16 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
         return pd.DataFrame(cov, index=list(self.fixed_names), columns=list(self.fixed_names))
 
     @cached_property
+    def _conditioned(self):
+        """``(equations, evaluation)`` on the orthogonalised columns of the conditioned terms (None without)."""
+        terms = self.optimizer.conditioned
+        return conditioned_view(self.mme, self.evaluation.theta, terms) if terms else None
+
+    @cached_property
     def _satterthwaite(self):
-        return satterthwaite_state(self.mme, self.evaluation.theta, self.sigma2)
+        # the df of a contrast of the fixed effects do not depend on how the covariance is parameterised
+        mme, ev = self._conditioned or (self.mme, self.evaluation)
+        return satterthwaite_state(mme, ev.theta, ev.sigma2)
 
     @cached_property
     def fixed_effects(self) -> pd.DataFrame:
@@ -232,11 +241,15 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
 
     @cached_property
     def _variance_parameter_cov(self) -> np.ndarray:
-        ai = variance_information(self.mme, self.evaluation)
+        mme, ev = self._conditioned or (self.mme, self.evaluation)
+        ai = variance_information(mme, ev)
         w, V = np.linalg.eigh(ai)
         if w.min() <= 1e-12 * w.max():
             return np.full(ai.shape, np.nan)  # some parameter is not identified: no standard errors
-        return (V / w) @ V.T
+        if self._conditioned is None:
+            return (V / w) @ V.T
+        J = natural_map(self.mme, self.optimizer.conditioned, ai.shape[0])  # Sigma = T Sigma~ T', linear
+        return J @ ((V / w) @ V.T) @ J.T
 
     @cached_property
     def _reported_variances(self) -> tuple[pd.DataFrame, np.ndarray]:

@@ -49,7 +49,9 @@ class FixedEffectTests:
             raise ModelSpecificationError(
                 f"Kenward-Roger needs P Z as a dense {mme.n} x {mme.q} matrix, too large here; use "
                 "ddf='satterthwaite'")
-        return kenward_roger_state(mme, self.evaluation)
+        # the adjustment does not depend on how the covariance is parameterised (linearly here): on the
+        # orthogonalised columns of conditioned terms it keeps its precision
+        return kenward_roger_state(*(self._conditioned or (mme, self.evaluation)))
 
     def _df_function(self, method: str):
         """Maps contrast rows to their denominator df under ``method`` (one contrast per row)."""
