@@ -43,6 +43,8 @@ CASES = [
      "'y' also appears.*random term \\(0 \\+ poly\\(y, 1\\) \\| g\\)"),
     ("response in a structured random term", "y ~ x + diag(1 + y | g)", {}, lmf.ModelSpecificationError,
      "'y' also appears.*random term diag\\(1 \\+ y \\| g\\)"),
+    ("response in a stateful transform on both sides", "scale(y) ~ x + y + (1 | g)", {},
+     lmf.ModelSpecificationError, "'y' also appears.*fixed part"),
     ("every column of a change score on the right", "I(y - x) ~ x + y + (1 | g)", {},
      lmf.ModelSpecificationError, "'x' also appears.*fixed part"),
     ("response as a residual dimension", "y ~ x + (1 | g) + g:ar1(y)", {}, lmf.ModelSpecificationError,
@@ -202,11 +204,13 @@ def test_duplicated_column_names(df):
 
 @pytest.mark.parametrize("formula", ["I(y - x) ~ x + (1 | g)", "np.log(np.abs(y / x)) ~ np.log(np.abs(x)) + (1 | g)",
                                      "y ~ y2 + (1 | g)", "y2 ~ y + (1 | g)", "log(y2) ~ x + (1 | g)",
-                                     "df ~ bs(x, df=3) + (1 | g)", "scale(y) ~ scale(x) + (1 | g)"])
+                                     "df ~ bs(x, df=3) + (1 | g)", "scale(y) ~ scale(x) + (1 | g)",
+                                     "y ~ x + `y lag` + (1 | g)"])
 def test_responses_sharing_names_or_some_columns_with_the_right_side_fit(df, formula):
     """A change score (``I(post - pre) ~ pre``) or a ratio shares a column with the right-hand side; names that
-    contain the response's name, or a keyword argument spelled like it, are other names."""
-    data = df.assign(y2=df.y + 5.0, df=df.y)
+    contain the response's name (``y2``, a backticked `y lag`), or a keyword argument spelled like it, are other
+    names."""
+    data = df.assign(y2=df.y + 5.0, df=df.y, **{"y lag": np.roll(df.y.to_numpy(), 1)})
     fit = lmf.LMM.from_formula(formula, data).fit()
     assert np.isfinite(fit.loglik)
 

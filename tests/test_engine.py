@@ -298,6 +298,24 @@ def test_shifted_sleepstudy_slope_matches_the_centred_fit_and_its_singular_flag(
     se = lambda fit, name: float(fit.variance_components.set_index("parameter").loc[name, "std_error"])  # noqa
     assert se(far, "var(Dx)") == pytest.approx(se(plain, "var(Days)"), rel=1e-4)
     assert se(far, "variance") == pytest.approx(se(plain, "variance"), rel=1e-4)  # the residual variance
+    assert far.shrinkage["edf"].iloc[0] == pytest.approx(plain.shrinkage["edf"].iloc[0], rel=1e-5)
+
+
+def test_a_rank_one_covariance_is_singular_whatever_the_shift():
+    """A random slope only (``y = 10 + 2x + b_g (x - 3.5) + e``): the centred fit puts the factor's second diagonal
+    entry on 0; on orthogonalised columns of the shifted data the optimum has a rank-one covariance matrix
+    (eigenvalue ratio 4e-11) without a diagonal entry below 1e-4.  Both are flagged singular."""
+    rng = np.random.default_rng(119)
+    g = np.repeat(np.arange(15), 8)
+    x = np.tile(np.arange(8), 15).astype(float)
+    y = 10 + 2 * x + rng.normal(0, 0.5, 15)[g] * (x - 3.5) + rng.normal(0, 1, g.size)
+    d = pd.DataFrame({"y": y, "g": g.astype(str), "x": x, "xs": x + 1000.0})
+    centred = lmf.LMM.from_formula("y ~ x + (x | g)", d).fit()
+    shifted = lmf.LMM.from_formula("y ~ xs + (xs | g)", d).fit()
+    assert shifted.optimizer.conditioned == (0,)
+    assert shifted.loglik == pytest.approx(centred.loglik, abs=1e-7)
+    assert centred.singular and shifted.singular
+    assert shifted.optimizer.at_boundary == centred.optimizer.at_boundary == (2,)
 
 
 def test_conditioned_iterations_that_stop_early_are_returned_with_a_warning():

@@ -123,8 +123,9 @@ def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
 def _named(text: str) -> set[str]:
     """Identifiers in ``text`` that are not called and not keyword names: the variables of transforms that
     formulaic does not report (``scale(y)``, ``poly(y, 2)``, ``bs(y, 3)``)."""
-    unquoted = re.sub(r"(['\"]).*?\1", "", text)
-    return set(re.findall(r"(?<![\w.])([A-Za-z_][\w.]*)(?![\w.]*\s*\()(?!\s*=)", unquoted))
+    quoted = set(re.findall(r"`([^`]*)`", text))  # a backticked name is one name, e.g. `Reaction lag`
+    unquoted = re.sub(r"(['\"`]).*?\1", " ", text)
+    return quoted | set(re.findall(r"(?<![\w.])([A-Za-z_][\w.]*)(?![\w.]*\s*\()(?!\s*=)", unquoted))
 
 
 def _term_text(term) -> str:
@@ -158,8 +159,9 @@ def required_columns(parsed: ParsedFormula) -> list[str]:
         for p in parsed.residual.parts:
             places.setdefault(p.variable, f"the residual term '{parsed.residual.text}'")
     resp = _formula_variables(f"{parsed.response} ~ 1", parsed.formula)
-    if resp and resp <= set(places):
-        first = sorted(resp)[0]
+    named = resp | _named(parsed.response)  # formulaic reports no variable for scale(y) ~ ...
+    if named and named <= set(places):
+        first = sorted(named)[0]
         raise ModelSpecificationError(
             f"the response column '{first}' also appears on the right-hand side (in {places[first]}); a "
             "response cannot explain itself: remove it from the right-hand side")

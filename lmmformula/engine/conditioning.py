@@ -1,4 +1,4 @@
-"""A start for unstructured terms whose columns are nearly collinear (a random slope on a covariate far from 0).
+"""Fits of unstructured terms whose columns are nearly collinear (a random slope on a covariate far from 0).
 
 An unstructured term's covariance is unchanged in meaning by an invertible transformation of its columns: with
 ``Z_k = Z~_k (I_L (x) T^-1)``, i.e. columns ``X_k T`` within each level, ``u_k ~ N(0, I_L (x) Sigma)`` gives the
@@ -25,7 +25,7 @@ from ..covariance import BlockCovariance
 from .mme import MixedModelEquations
 from .reml import OptimizerResult, fit_variance_parameters
 
-__all__ = ["COLLINEAR_LIMIT", "collinear_terms", "fit_conditioned"]
+__all__ = ["COLLINEAR_LIMIT", "collinear_terms", "conditioned_view", "fit_conditioned", "natural_map"]
 
 # Condition number of a term's columns scaled to unit root mean square above which the term is conditioned:
 # [1, x] with x ~ N(c, 1) has about 4 c^2 (sleepstudy's [1, Days] 12, ChickWeight's [1, Time] 12, Orthodont's
@@ -127,13 +127,18 @@ def fit_conditioned(mme: MixedModelEquations, theta0: np.ndarray, *, given_start
 def _boundary(mme: MixedModelEquations, transforms: dict[int, np.ndarray], fit: OptimizerResult,
               theta: np.ndarray) -> tuple[int, ...]:
     """The conditioned fit's boundary entries, in the original parameters.  A conditioned term is singular when
-    its conditioned factor has zero diagonal entries; as many of the smallest diagonal entries of the original
-    factor are reported (a relative SD of a slope given the intercept at x = 0, far from the data, is tiny in
-    the original parameters without ``Sigma`` being singular, so the original values alone cannot tell)."""
+    its conditioned factor has diagonal entries below ``SINGULAR_TOL`` or its covariance matrix ``Sigma~`` (of
+    columns with unit root mean square) eigenvalues below 1e-6 of the largest (the rule for structured terms:
+    on orthogonalised columns a rank-deficient ``Sigma~`` need not put a diagonal entry on 0); as many of the
+    smallest diagonal entries of the original factor are reported (a relative SD of a slope given the intercept
+    at x = 0, far from the data, is tiny in the original parameters without ``Sigma`` being singular, so the
+    original values alone cannot tell)."""
     out = set(fit.at_boundary)
     for k in transforms:
         cov, t0, t1 = mme.covariances[k], int(mme.theta_offsets[k]), int(mme.theta_offsets[k + 1])
-        zero = sum(1 for i in range(t0, t1) if i in out)
+        L = cov.factor(fit.theta[t0:t1])
+        w = np.linalg.eigvalsh(L @ L.T)
+        zero = max(sum(1 for i in range(t0, t1) if i in out), int(np.sum(w <= 1e-6 * max(w[-1], 1e-300))))
         out -= set(range(t0, t1))
         diagonal = [t0 + t for t, (r, c) in enumerate(cov.theta_positions) if r == c]
         out |= set(sorted(diagonal, key=lambda i: abs(theta[i]))[:zero])

@@ -220,15 +220,19 @@ class Diagnostics:
 
         ``C^vv = Cvv^-1 + A A'`` (``A = B Sb^{-1/2}``, fixed effects absorbed) is needed only on the pattern of
         ``K^-1``, which lies in that of ``Cvv``: the selected inverse and row dot products of ``A`` give it."""
-        mme, ev = self.mme, self.evaluation
-        S = self.term_covariance(k)
+        # a conditioned term (orthogonalised columns): the same quantity on the conditioned equations, where the
+        # covariance matrix is well scaled
+        mme, ev = self._conditioned if k in self.optimizer.conditioned else (self.mme, self.evaluation)
+        t0, t1 = mme.theta_offsets[k], mme.theta_offsets[k + 1]
+        L = mme.covariances[k].factor(ev.theta[t0:t1])
+        S = L @ L.T
         if np.linalg.eigvalsh(np.atleast_2d(S)).min() <= 1e-10 * max(np.abs(S).max(), 1e-300):
             return float("nan")
         off, end = mme.offsets[k], mme.offsets[k + 1]
         kinv = mme.level_state(ev.theta).kinv
         K = sp.coo_matrix(kinv[off:end][:, off:end] if sp.issparse(kinv) else np.asarray(kinv)[off:end, off:end])
         r, c = K.row + off, K.col + off
-        sel = self._selected_inverse
+        sel = self._selected_inverse if mme is self.mme else mme.factor_at(ev.theta).selected_inverse()
         cvv = np.asarray(sel[r, c]).ravel() if sp.issparse(sel) else sel[r, c]
         if mme.p:
             A = mme.absorbed_fixed(ev)
