@@ -11,7 +11,10 @@ short there as well).  With ``T = sqrt(n) R^-1`` from the thin QR factorisation 
 
 :func:`fit_conditioned` fits the model with such columns for every unstructured term whose columns are nearly
 collinear, and maps the estimate and the iteration history back (``Lk`` = the lower factor of
-``T Lk~ (T Lk~)'``, by a QR factorisation, which also holds for a singular ``Sigma~``).
+``T Lk~ (T Lk~)'``, by a QR factorisation, which also holds for a singular ``Sigma~``).  The results use
+:func:`conditioned_view` for quantities that do not depend on the parameterisation but lose precision in the
+original one (Satterthwaite and Kenward-Roger df, the shrinkage's effective df), and :func:`natural_map` to carry
+the sampling covariance of ``Sigma~``'s entries to ``Sigma``'s.
 """
 
 from __future__ import annotations
