@@ -81,8 +81,7 @@ def _warn_lost_precision(mme: MixedModelEquations, ev, opt: OptimizerResult) -> 
         return
     optimum, here = opt.history[-1].loglik, -0.5 * ev.deviance
     if abs(here - optimum) > 1e-6:
-        names = ", ".join(f"({mme.blocks[k].term.expr} | {mme.blocks[k].term.group_name})"
-                          if mme.blocks[k].term is not None else mme.blocks[k].name for k in opt.conditioned)
+        names = ", ".join(mme.blocks[k].written for k in opt.conditioned)
         warnings.warn(
             f"the columns of {names} are so nearly collinear that the mixed model equations lose precision in "
             f"their original parameterisation: the log-likelihood there is {here:.8g} against {optimum:.8g} on "

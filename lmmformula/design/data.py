@@ -128,13 +128,6 @@ def _named(text: str) -> set[str]:
     return quoted | set(re.findall(r"(?<![\w.])([A-Za-z_][\w.]*)(?![\w.]*\s*\()(?!\s*=)", unquoted))
 
 
-def _term_text(term) -> str:
-    """A random term as written (up to spacing)."""
-    if term.structure is not None:
-        return term.structure.text
-    return f"({term.expr} {'|' if term.correlated else '||'} {term.group_name})"
-
-
 def required_columns(parsed: ParsedFormula) -> list[str]:
     """All data columns named in the formula, response first.
 
@@ -153,7 +146,7 @@ def required_columns(parsed: ParsedFormula) -> list[str]:
         used = _formula_variables(term.expr, parsed.formula) | {p.variable for p in term.group}
         cols |= used
         for c in used | _named(term.expr):
-            places.setdefault(c, f"the random term {_term_text(term)}")
+            places.setdefault(c, f"the random term {term.written}")
     if parsed.residual is not None:
         cols |= {p.variable for p in parsed.residual.parts}
         for p in parsed.residual.parts:

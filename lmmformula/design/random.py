@@ -104,6 +104,11 @@ class RandomBlock:
         return len(self.columns)
 
     @property
+    def written(self) -> str:
+        """The term as written in the formula (its name when built without one)."""
+        return self.term.written if self.term is not None else self.name
+
+    @property
     def n_levels(self) -> int:
         return self.factor.n_levels
 

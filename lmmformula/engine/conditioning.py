@@ -115,10 +115,9 @@ def fit_conditioned(mme: MixedModelEquations, theta0: np.ndarray, *, given_start
         for k in transforms:
             start[mme.theta_offsets[k]:mme.theta_offsets[k + 1]] = mme.covariances[k].initial_theta()
     if options.get("verbose"):
-        names = ", ".join(mme.blocks[k].name for k in sorted(transforms))
-        options.get("printer", print)(f"nearly collinear columns in the term of {names}: iterating on "
-                                      "orthogonalised columns (the same model); theta below is in that "
-                                      "parameterisation")
+        names = ", ".join(mme.blocks[k].written for k in sorted(transforms))
+        options.get("printer", print)(f"nearly collinear columns of {names}: iterating on orthogonalised "
+                                      "columns (the same model); theta below is in that parameterisation")
     fit = fit_variance_parameters(_conditioned_equations(mme, transforms), start, **options)
     history = tuple(dataclasses.replace(r, theta=tuple(float(x) for x in _mapped(mme, transforms, r.theta)))
                     for r in fit.history)

@@ -78,6 +78,13 @@ class RandomTerm:
         """The grouping as written, e.g. ``"batch:cask"``."""
         return ":".join(p.label for p in self.group)
 
+    @property
+    def written(self) -> str:
+        """The term as written (up to spacing), e.g. ``"(1 + x | g)"`` or ``"diag(1 + x | g)"``."""
+        if self.structure is not None:
+            return self.structure.text
+        return f"({self.expr} {'|' if self.correlated else '||'} {self.group_name})"
+
 
 @dataclass(frozen=True)
 class ResidualTerm:

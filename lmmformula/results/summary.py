@@ -56,9 +56,7 @@ class Summary:
         line = (f"{fit.method} {state} after {steps} steps ({counts}); last Newton decrement s'AI^-1 s = "
                 f"{opt.criterion:.2e} (tolerance {opt.tol:g})")
         if opt.conditioned:
-            terms = [fit.mme.blocks[k] for k in opt.conditioned]
-            names = ", ".join(f"({b.term.expr} | {b.term.group_name})" if b.term is not None else b.name
-                              for b in terms)
+            names = ", ".join(fit.mme.blocks[k].written for k in opt.conditioned)
             line += f"; iterations on orthogonalised columns of {names} (nearly collinear; the same model)"
         return line
 
