@@ -125,10 +125,11 @@ class FitResult(FixedEffectTests, Prediction, Diagnostics):
     @property
     def singular(self) -> bool:
         """True when an estimate is on the boundary of its parameter space: a diagonal entry of a relative
-        Cholesky factor below 1e-4 (lme4's isSingular: a variance of 0 or a singular covariance matrix), a
-        correlation at +-0.999, a structured covariance matrix (``toep``, ``fa``, a ``us``/``diag``
-        residual dimension) whose smallest eigenvalue is below 1e-6 of its largest, or a residual variance
-        below 1e-4 of the variance a random term adds to an average observation (:meth:`_residual_vanishes`)."""
+        Cholesky factor below 1e-4 (lme4's isSingular: a variance of 0 or a singular covariance matrix; it also
+        judges an unstructured term's correlations), a structure's correlation parameter at +-0.999, a
+        structured covariance matrix (``toep``, ``fa``, a ``us``/``diag`` residual dimension) whose smallest
+        eigenvalue is below 1e-6 of its largest, or a residual variance below 1e-4 of the variance a random
+        term adds to an average observation (:meth:`_residual_vanishes`)."""
         if len(self.optimizer.at_boundary) > 0 or self._residual_vanishes():
             return True
         mats = [self.term_covariance(k) for k, c in enumerate(self.mme.covariances) if c.structured]
